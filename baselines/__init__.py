@@ -1,0 +1,3 @@
+"""Baselines. Importing this package registers every baseline with `bench.registry`."""
+
+from baselines import resnet_cifar  # noqa: F401

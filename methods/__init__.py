@@ -1,0 +1,1 @@
+"""Methods. Importing this package registers every method with `bench.registry`."""
