@@ -1,0 +1,111 @@
+"""The `bench` command: list, run, leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bench import registry
+from bench.config import SuiteError, list_suites, load_suite
+from bench.data import DATASETS, DatasetNotFoundError
+from bench.measure.latency import MALLOC_ENV, malloc_tuned
+from bench.results import ResultStore, StoreError
+
+USER_ERRORS = (SuiteError, registry.UnknownModelError, DatasetNotFoundError, StoreError, ValueError)
+
+
+def _csv(cast):
+    return lambda text: [cast(x) for x in text.split(",") if x]
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    print("suites:  ", ", ".join(list_suites()))
+    print("datasets:", ", ".join(DATASETS))
+    print("models:  ", ", ".join(registry.list_models(args.pattern)))
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from bench.leaderboard import write_leaderboard
+    from bench.runner import run_suite, summary_line
+
+    suite = load_suite(args.suite)
+    store = ResultStore(args.out)
+    leaderboard_dir = Path(args.leaderboard_dir)
+
+    def on_record(record) -> None:
+        print(summary_line(record), flush=True)
+        write_leaderboard(store, leaderboard_dir, suite.name)
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    records = run_suite(
+        suite, models=args.models, seeds=args.seeds, epochs=args.epochs, data_root=args.data_root,
+        device=args.device, store=store, work_dir=Path(args.work_dir), resume=args.resume,
+        progress=not args.no_progress, on_record=on_record,
+    )  # fmt: skip
+    print(f"{len(records)} run(s) stored in {store.path(suite.name)}")
+    print(f"leaderboard: {leaderboard_dir / (suite.name + '.md')}")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> None:
+    from bench.leaderboard import write_leaderboard
+
+    for path in write_leaderboard(ResultStore(args.out), args.leaderboard_dir, args.suite, args.at):
+        print(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench", description="ChannelBench: benchmark channel-level CNN methods."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="registered suites, datasets and models")
+    p.add_argument("pattern", nargs="?", default="*", help="glob over model names, e.g. 'resnet*'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="train, evaluate, measure and store every run of a suite")
+    p.add_argument("--suite", required=True, help="a built-in suite name (see `bench list`) or a .toml path")
+    p.add_argument("--models", type=_csv(str), help="comma-separated subset of the suite's models")
+    p.add_argument("--seeds", type=_csv(int), help="comma-separated seeds instead of the suite's")
+    p.add_argument("--epochs", type=int, help="override the suite's number of epochs")
+    p.add_argument("--data-root", help="folder holding the datasets (else $BENCH_DATA, then system folders)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--out", default="results", help="the result store (default: results/)")
+    p.add_argument("--leaderboard-dir", default="leaderboard", help="where the leaderboard is written")
+    p.add_argument("--work-dir", default="runs", help="checkpoints go here (default: runs/)")
+    p.add_argument("--resume", action="store_true", help="continue each run from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("leaderboard", help="regenerate the markdown leaderboard from the store")
+    p.add_argument("--suite", help="only this suite (default: every suite in the store)")
+    p.add_argument("--at", type=int, help="rebuild the leaderboard as it was at this store version")
+    p.add_argument("--out", default="results", help="the result store (default: results/)")
+    p.add_argument("--leaderboard-dir", default="leaderboard")
+    p.set_defaults(func=cmd_leaderboard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except USER_ERRORS as e:
+        print(f"bench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def entry() -> None:
+    """Console entry point. Timings need glibc's malloc thresholds set before the process starts
+    (DESIGN.md, latency): set them and start again, once."""
+    if not malloc_tuned() and os.name == "posix" and not os.environ.get("BENCH_NO_REEXEC"):
+        env = {**os.environ, **{k: "1000000000" for k in MALLOC_ENV}, "BENCH_NO_REEXEC": "1"}
+        os.execve(sys.executable, [sys.executable, "-m", "bench", *sys.argv[1:]], env)
+    sys.exit(main())

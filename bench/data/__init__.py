@@ -1,0 +1,33 @@
+"""Datasets, held in memory as uint8 tensors, and the device-resident loader that batches them.
+
+`load_dataset(name, root)` is the only entry point; each dataset module reads its real on-disk format,
+and `bench.data.synthetic` writes tiny datasets in those same formats for the tests.
+"""
+
+from bench.data.base import DatasetNotFoundError, ImageDataset, dataset_search_roots
+from bench.data.loader import DeviceLoader
+
+DATASETS = ("fashion_mnist", "cifar10", "cifar100")
+
+
+def load_dataset(name: str, root: str | None = None, download: bool = True) -> ImageDataset:
+    """Load `name`, looking in `root`, then $BENCH_DATA, then the dataset's system folder."""
+    if name == "fashion_mnist":
+        from bench.data.fashion_mnist import load_fashion_mnist
+
+        return load_fashion_mnist(root, download)
+    if name in ("cifar10", "cifar100"):
+        from bench.data.cifar import load_cifar
+
+        return load_cifar(name, root, download)
+    raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+
+
+__all__ = [
+    "DATASETS",
+    "DatasetNotFoundError",
+    "DeviceLoader",
+    "ImageDataset",
+    "dataset_search_roots",
+    "load_dataset",
+]

@@ -1,0 +1,43 @@
+"""The environment a result was measured in: library versions, device, and the code's commit."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+import bench
+
+CODE_ROOT = Path(bench.__file__).resolve().parent.parent
+# The store and the leaderboard change while a suite runs; they are outputs, not code.
+NOT_CODE = (":!results", ":!leaderboard")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=CODE_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment(device: str = "cpu") -> dict:
+    dev = torch.device(device)
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE)
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "device": dev.type,
+        "device_name": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "num_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "channelbench": bench.__version__,
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": None if status is None else bool(status),
+    }

@@ -1,0 +1,166 @@
+"""Runs a suite's matrix: suite -> registry -> data -> train -> evaluate -> measure -> record -> store.
+
+Everything a user can get wrong (model names, data, the suite file, a model that cannot take the
+dataset's shapes) is checked before the first run starts, so an error never leaves a half-run suite.
+Each finished run is appended to the store at once: a suite stopped half-way keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import getpass
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import registry
+from bench.config import Suite, TrainConfig, config_hash
+from bench.data import ImageDataset, load_dataset
+from bench.env import environment
+from bench.measure.report import counters_disagree, measure_model
+from bench.results import ResultStore
+from bench.schema import SCHEMA_VERSION, Record
+from bench.train import evaluate, seed_everything, train
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    suite: Suite
+    model: str
+    dataset: str
+    seed: int
+    train: TrainConfig
+    model_args: dict[str, Any]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What makes two runs the same experiment (the seed aside)."""
+        return {"model": self.model, "model_args": self.model_args, "dataset": self.dataset,
+                "train": dataclasses.asdict(self.train)}  # fmt: skip
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} · {self.dataset} · seed {self.seed}"
+
+
+class PlanError(ValueError):
+    """The requested runs cannot start; the message names the model or dataset and the fix."""
+
+
+def plan(suite: Suite, models: list[str] | None = None, seeds: list[int] | None = None,
+         epochs: int | None = None) -> list[RunSpec]:  # fmt: skip
+    """The runs of `suite`, optionally narrowed to `models` / `seeds`; model names are checked here."""
+    chosen = models or list(suite.models)
+    for name in chosen:
+        registry.get_entry(name)  # raises UnknownModelError with the fix
+    return [
+        RunSpec(suite, m, d, s, suite.train_config(m, epochs), suite.model_args.get(m, {}))
+        for d in suite.datasets
+        for m in chosen
+        for s in seeds or suite.seeds
+    ]
+
+
+def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset]) -> None:
+    """Build each model once and run two samples through it, before any training starts."""
+    for spec in {(s.model, s.dataset): s for s in specs}.values():
+        data = datasets[spec.dataset]
+        try:
+            model = registry.create_model(spec.model, data.num_classes, data.in_chans, **spec.model_args)
+            with torch.no_grad():
+                out = model.eval()(torch.zeros(2, *data.input_shape))
+        except Exception as e:  # noqa: BLE001 - any failure here is reported as the model's
+            raise PlanError(f"model {spec.model!r} cannot be built for {spec.dataset} "
+                            f"{data.input_shape}: {type(e).__name__}: {e}") from e  # fmt: skip
+        if tuple(out.shape) != (2, data.num_classes):
+            raise PlanError(f"model {spec.model!r} returns shape {tuple(out.shape)} for {spec.dataset}; "
+                            f"expected (batch, {data.num_classes})")  # fmt: skip
+
+
+def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, resume: bool,
+            progress: bool, submitter: str) -> Record:  # fmt: skip
+    """Train, evaluate and measure one (model, dataset, seed); returns its record (not yet stored)."""
+    data = data.subset(spec.train.train_size)
+    seed_everything(spec.seed)
+    model = registry.create_model(spec.model, data.num_classes, data.in_chans, **spec.model_args)
+    chash = config_hash(spec.config)
+    checkpoint = (
+        work_dir / spec.suite.name / f"{spec.model}-{spec.dataset}-s{spec.seed}-{chash[:8]}" / "last.pt"
+    )
+    result = train(model, data, spec.train, spec.seed, device, checkpoint, resume, progress, desc=spec.name)
+    metrics, gates = None, None
+    if result.status == "measured":
+        accuracy = evaluate(model, data, spec.train.eval_batch_size, device)
+        measured, gates = measure_model(model, data, spec.suite.measure, device, spec.train.eval_batch_size)
+        metrics = {**accuracy, **measured, "train_time_s": result.train_time_s,
+                   "train_images_per_s": result.train_images_per_s}  # fmt: skip
+    record = Record(
+        schema_version=SCHEMA_VERSION,
+        suite=spec.suite.name,
+        suite_version=spec.suite.version,
+        model=spec.model,
+        model_family=registry.get_entry(spec.model).family,
+        model_args=spec.model_args,
+        model_info=getattr(model, "bench_info", {}),
+        train_config=dataclasses.asdict(spec.train),
+        config_hash=chash,
+        dataset=spec.dataset,
+        data={"eval_digest": data.eval_digest, "train_size": len(data.train_labels),
+              "eval_size": len(data.test_labels), "input_shape": list(data.input_shape), "source": data.source},
+        seed=spec.seed,
+        status=result.status,
+        failure_reason=result.failure_reason,
+        metrics=metrics,
+        gates=gates,
+        history=result.history,
+        environment=environment(device),
+        submitter=submitter,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    return record
+
+
+def summary_line(record: Record) -> str:
+    if record.status == "failed":
+        return f"FAILED {record.model} · {record.dataset} · seed {record.seed}: {record.failure_reason}"
+    m = record.metrics
+    parts = [f"top-1 {m.top1_pct:.2f}%", f"{m.params / 1e6:.3f}M params", f"{m.static_macs / 1e6:.2f}M MACs"]
+    if m.executed_macs:
+        parts.append(f"executed {m.executed_macs.mean / 1e6:.2f}M")
+    if m.latency:
+        parts.append(f"{m.latency[0].median_ms:.2f} ms @ bs{m.latency[0].batch_size}")
+    parts.append(f"trained {m.train_time_s:.0f} s")
+    disagree = counters_disagree(m.model_dump())
+    if disagree:
+        parts.append(f"counters differ by {100 * disagree:.1f}%")
+    return f"{record.model} · {record.dataset} · seed {record.seed}: " + " | ".join(parts)
+
+
+def default_submitter() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "unknown"
+
+
+def run_suite(suite: Suite, *, models: list[str] | None = None, seeds: list[int] | None = None,
+              epochs: int | None = None, data_root: str | None = None, device: str = "cpu",
+              store: ResultStore, work_dir: Path = Path("runs"), resume: bool = False,
+              progress: bool = True, on_record=None) -> list[Record]:  # fmt: skip
+    """Run every planned run; each record is stored as soon as it exists, then `on_record` is called."""
+    specs = plan(suite, models, seeds, epochs)
+    datasets = {name: load_dataset(name, data_root) for name in suite.datasets}
+    check_builds(specs, datasets)
+    store.read()  # a store that does not validate is reported before hours of training
+    records = []
+    for spec in specs:
+        record = run_one(spec, datasets[spec.dataset], device=device, work_dir=work_dir, resume=resume,
+                         progress=progress, submitter=default_submitter())  # fmt: skip
+        store.append([record])
+        records.append(record)
+        if on_record is not None:
+            on_record(record)
+    return records

@@ -1,0 +1,28 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.fixture
+def fashion_root(tmp_path):
+    from bench.data.synthetic import write_fashion_mnist
+
+    return write_fashion_mnist(tmp_path / "fashion", n_train=256, n_test=128)
+
+
+@pytest.fixture
+def no_system_data(monkeypatch):
+    """Make the loaders see only what a test hands them (no $BENCH_DATA, no system folder, no download)."""
+    from bench.data import fashion_mnist
+
+    monkeypatch.delenv("BENCH_DATA", raising=False)
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_ROOT", "/nonexistent/fashion-mnist")
+    monkeypatch.setattr(fashion_mnist, "_download", lambda roots: None)
+
+
+def real_fashion_mnist_available() -> bool:
+    return os.path.isdir(FASHION_MNIST)
