@@ -1,0 +1,345 @@
+"""Channel Equilibrium (CE) of Shao, Tang, Pan, Tan, Wang and Luo, "Channel Equilibrium Networks for
+Learning Deep Representation", ICML 2020 (arXiv 2003.00214); official code Tangshitao/CENet (8781e40).
+
+A CE block sits after a normalisation layer. It has two branches computed from the same input x:
+
+- batch decorrelation (BD): per group of channels, the batch covariance Σ over (N, H, W), normalised by
+  its trace, Σ_N = Σ / tr(Σ); its inverse square root by T Newton iterations,
+  P_{k+1} = 1.5·P_k − 0.5·P_k³·Σ_N from P_0 = I; the whitening matrix applied to x. Inference uses an
+  exponential running estimate of the whitening matrix;
+- instance re-weighting (IR): per sample and channel, the spatial variance → FC(C → C/4) → LayerNorm →
+  ReLU → FC(C/4 → C) → sigmoid, divided by a running scale (the EMA of the square root of the mean
+  variance); the result multiplies x.
+
+Every choice below is a field of `CEConfig`, so "CE as in the code" (the defaults) and other readings
+can both be run. Where we follow the official code instead of the paper text (the paper's formulas
+could not be read here, so every statement about the paper below is unconfirmed):
+
+- `combine="mix"`: the two branches are combined as out = s·BD(x) + (1 − s)·IR(x) with s = sigmoid of a
+  learned scalar that starts at 0 (0.5 / 0.5), as the code does. The paper presents CE as BD and IR
+  applied one after the other (`combine="product"`: IR weights from x applied to BD(x)).
+- `trace_rescale=False`: the code whitens with P_T ≈ Σ_N^{-1/2} and does not rescale by tr(Σ)^{-1/2}
+  (IterNorm does), so the BD output has covariance ≈ tr(Σ)·I, not I.
+- `center=False`: the code applies the whitening matrix to the uncentred x (it tracks the mean but never
+  subtracts it), in training and in inference.
+- `T=3`, `group_size=16` in blocks and `stem_group_size=64` in the stem: the code's values; whether the
+  paper uses the same is unconfirmed. A group size that does not divide the channels is halved until
+  it does (the code's rule), so the CIFAR stem (16 channels) forms one group of 16.
+- `pool=False`: the code's option to estimate Σ on a 2×2 max-pooled map, off in its ResNet.
+- The IR variance is the unbiased one (torch's default, as in the code); the IR running scale starts
+  at `scale_init=1`. The code starts it at 0, so a fresh model in eval mode divides by zero; after
+  training the two agree (EMA with momentum 0.1).
+- Placement (the code's `resnet_v1_ce.py`): after the last BN of each residual block, before the
+  residual addition (bottleneck: after bn3; basic block: after bn2); in the stem after bn1, before
+  the ReLU; in every stage but the last (`last_stage=False`).
+
+The code's `running_wm` buffer is an expanded view of one identity matrix, which makes its in-place EMA
+update fail on current PyTorch; here it is a real [groups, d, d] buffer.
+
+Models:
+- `ce_resnet18`, `ce_resnet50` (ImageNet, torchvision layout: stride on the 3×3 conv, as the official
+  ResNet-50 also has). `ce_resnet50` has the official model's 29,331,926 parameters. The official
+  `resnetv1ce18` crashes at construction; ours puts CE after bn2 of each basic block with group 16 (what
+  that builder passes) and is our reading, not a verified official model.
+- `ce_resnet20`, `ce_resnet56` (CIFAR basic blocks) and `ce_resnet164` (pre-activation bottleneck). The
+  official code has no CIFAR models; the placement is ours: the ImageNet rule transferred one to one —
+  CE after the stem's BN and after the last BN of every block of stages 1–2, none in stage 3, group 16.
+  Stage 3 (8×8 maps on 32×32 input) is the counterpart of ImageNet's layer4 (7×7 maps), the stage the
+  code leaves out. In the pre-activation bottleneck the last BN is bn3, which precedes the ReLU and
+  conv3 (no BN follows conv3), so CE goes after bn3: "after the norm layer, before the activation".
+
+The official ResNet-50 recipe (config_resnetv1ce50_step_moving_average.yaml, train_imagenet.py): SGD
+lr 0.1, momentum 0.9, weight decay 1e-4, 100 epochs, steps at 30/60/90, 5 warm-up epochs, label
+smoothing 0.1, batch 256 over 8 GPUs (32 images per GPU for the BD covariance, no synchronisation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet as tv
+
+from baselines.resnet_cifar import BasicBlock, CifarResNet
+from bench.registry import register
+
+
+@dataclass(frozen=True)
+class CEConfig:
+    """Every choice of a CE block; the defaults are the official code's."""
+
+    T: int = 3  # Newton iterations for Σ_N^{-1/2}
+    group_size: int = 16  # channels per whitening group inside residual blocks
+    stem_group_size: int = 64  # channels per whitening group in the stem (the code whitens all 64)
+    eps: float = 1e-5  # added to the diagonal of Σ
+    momentum: float = 0.1  # of the running whitening matrix, mean and IR scale
+    reduction: int = 4  # IR bottleneck: C -> C / reduction -> C
+    combine: Literal["mix", "product"] = "mix"  # code: learned sigmoid mix; "product": IR applied to BD(x)
+    center: bool = False  # code: the whitening matrix multiplies the uncentred x
+    trace_rescale: bool = False  # code: P_T ≈ Σ_N^{-1/2}, not rescaled by tr(Σ)^{-1/2}
+    pool: bool = False  # estimate Σ on a 2×2 max-pooled map (a code option, off in its ResNet)
+    scale_init: float = 1.0  # initial IR running scale (code: 0, see the module docstring)
+    stem: bool = True  # CE after the stem's BN
+    last_stage: bool = False  # CE in the last stage too (code: no)
+
+    def __post_init__(self) -> None:
+        if self.combine not in ("mix", "product"):
+            raise ValueError(f"CEConfig.combine must be 'mix' or 'product', not {self.combine!r}")
+        if self.T < 0 or self.group_size < 1 or self.stem_group_size < 1 or self.reduction < 1:
+            raise ValueError("CEConfig: T must be >= 0 and group sizes and reduction >= 1")
+
+
+# The textbook whitening reading of the paper's BD (ZCA on centred x, unit covariance) with BD and IR
+# applied in sequence. Our reading only: the paper's equations are unconfirmed here.
+PAPER_READING = {"combine": "product", "center": True, "trace_rescale": True}
+
+
+def newton_inverse_sqrt(sigma_n: Tensor, T: int) -> Tensor:
+    """P_T of P_{k+1} = 1.5·P_k − 0.5·P_k³·Σ_N, P_0 = I, for a batch [..., d, d] of trace-one SPD Σ_N.
+
+    P_T is a polynomial in Σ_N, so it shares Σ_N's eigenvectors; each eigenvalue λ maps to p_T(λ) of the
+    scalar iteration, which converges to λ^{-1/2} for λ in (0, 1] (Newton–Schulz, as in IterNorm).
+    In floating point this uncoupled form is stable only while Σ_N's eigenvalue ratios stay below about
+    2.4 (a rounding error in eigen-pair (i, j) grows by |1 − (r + r²)/2| per step, r = sqrt(λ_j/λ_i)):
+    for ill-conditioned Σ_N it converges and then diverges once T is large (≳ 15). At T = 3 it does not
+    arise.
+    """
+    p = torch.eye(sigma_n.shape[-1], dtype=sigma_n.dtype, device=sigma_n.device).expand_as(sigma_n)
+    for _ in range(T):
+        p = 1.5 * p - 0.5 * (p @ p @ p @ sigma_n)
+    return p
+
+
+def fit_group_size(num_features: int, group_size: int) -> int:
+    """The code's rule: halve the group size until it divides the number of channels."""
+    while num_features % group_size:
+        group_size //= 2
+    return group_size
+
+
+class BatchDecorrelation(nn.Module):
+    """BD: x ↦ W·x per group of d channels, W = P_T(Σ_N) from the batch (training) or its EMA (eval)."""
+
+    def __init__(self, num_features: int, group_size: int, cfg: CEConfig):
+        super().__init__()
+        self.d = fit_group_size(num_features, group_size)
+        self.groups = num_features // self.d
+        self.T, self.eps, self.momentum = cfg.T, cfg.eps, cfg.momentum
+        self.center, self.trace_rescale = cfg.center, cfg.trace_rescale
+        self.pool = nn.MaxPool2d(2, stride=2) if cfg.pool else None
+        self.register_buffer("running_mean", torch.zeros(self.groups, self.d, 1))
+        # a real tensor (the code's expanded view of one identity cannot take an in-place update)
+        self.register_buffer("running_wm", torch.eye(self.d).repeat(self.groups, 1, 1))
+
+    def whitening_matrix(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Batch mean [G, d, 1] and whitening matrix [G, d, d] of x (training-mode statistics)."""
+        stats = self.pool(x) if self.pool is not None else x
+        xs = stats.transpose(0, 1).reshape(self.groups, self.d, -1)  # [G, d, m], m = N·H·W
+        mean = xs.mean(-1, keepdim=True)
+        xc = xs - mean
+        eye = torch.eye(self.d, dtype=x.dtype, device=x.device)
+        sigma = self.eps * eye + xc @ xc.transpose(1, 2) / xs.shape[-1]
+        trace = sigma.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None]
+        wm = newton_inverse_sqrt(sigma / trace, self.T)
+        if self.trace_rescale:
+            wm = wm / trace.sqrt()
+        return mean, wm
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        if self.training:
+            mean, wm = self.whitening_matrix(x)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_wm.lerp_(wm.detach(), self.momentum)
+        else:
+            mean, wm = self.running_mean, self.running_wm
+        xg = x.reshape(n, self.groups, self.d, h * w)
+        if self.center:
+            xg = xg - mean
+        # [G, d, d] @ [N, G, d, HW]: a batched matmul (bmm), so the MAC counter sees C·d·H·W per sample
+        return torch.matmul(wm, xg).reshape(n, c, h, w)
+
+
+class InstanceReweight(nn.Module):
+    """IR: per-sample channel weights sigmoid(FC(ReLU(LN(FC(var))))) / running scale (the code's
+    `AdaptiveReweight`)."""
+
+    def __init__(self, num_features: int, cfg: CEConfig):
+        super().__init__()
+        hidden = num_features // cfg.reduction
+        self.fc1 = nn.Linear(num_features, hidden, bias=False)
+        self.norm = nn.LayerNorm(hidden)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, num_features, bias=False)
+        self.momentum = cfg.momentum
+        self.register_buffer("running_scale", torch.full((1,), float(cfg.scale_init)))
+
+    def forward(self, x: Tensor, target: Tensor | None = None) -> Tensor:
+        """Weights computed from x, applied to `target` (default x)."""
+        var = x.flatten(2).var(dim=-1)  # [N, C], spatial variance per sample and channel
+        y = torch.sigmoid(self.fc2(self.relu(self.norm(self.fc1(var)))))
+        if self.training:
+            scale = var.mean().sqrt()
+            with torch.no_grad():
+                self.running_scale.lerp_(scale.detach().reshape(1), self.momentum)
+        else:
+            scale = self.running_scale
+        weights = (y / scale)[:, :, None, None]
+        return (x if target is None else target) * weights
+
+
+class ChannelEquilibrium(nn.Module):
+    """CE block: BD and IR of the same input, combined by `cfg.combine`."""
+
+    def __init__(self, num_features: int, group_size: int, cfg: CEConfig):
+        super().__init__()
+        self.combine = cfg.combine
+        self.bd = BatchDecorrelation(num_features, group_size, cfg)
+        self.ir = InstanceReweight(num_features, cfg)
+        if cfg.combine == "mix":
+            self.mix_logit = nn.Parameter(torch.zeros(1))  # the code's `x_weight`: s = sigmoid(0) = 0.5
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.combine == "mix":
+            s = torch.sigmoid(self.mix_logit)
+            return s * self.bd(x) + (1 - s) * self.ir(x)
+        return self.ir(x, self.bd(x))
+
+
+def _last_bn(block: nn.Module) -> nn.BatchNorm2d:
+    return block.bn3 if hasattr(block, "bn3") else block.bn2
+
+
+def _attach_ce(stages: list[nn.Sequential], cfg: CEConfig) -> None:
+    """Give every block of every stage but the last (unless `cfg.last_stage`) a CE after its last BN."""
+    for stage in stages if cfg.last_stage else stages[:-1]:
+        for block in stage:
+            block.ce = ChannelEquilibrium(_last_bn(block).num_features, cfg.group_size, cfg)
+
+
+def _bench_info(cfg: CEConfig, placement: str) -> dict:
+    return {"ce": dataclasses.asdict(cfg), "placement": placement}
+
+
+# --- ImageNet: torchvision's ResNet -------------------------------------------------------------------
+
+
+class CEBottleneck(tv.Bottleneck):
+    """torchvision's bottleneck with `ce` after bn3, before the residual addition (Identity if unused)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ce = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.ce(self.bn3(self.conv3(out)))
+        return self.relu(out + identity)
+
+
+class CEBasicBlockImageNet(tv.BasicBlock):
+    """torchvision's basic block with `ce` after bn2, before the residual addition."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ce = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.ce(self.bn2(self.conv2(out)))
+        return self.relu(out + identity)
+
+
+class CEResNet(tv.ResNet):
+    """torchvision ResNet with CE after the stem's BN and in the blocks of layer1–3."""
+
+    def __init__(self, block, layers: list[int], num_classes: int, in_chans: int, cfg: CEConfig):
+        super().__init__(block, layers, num_classes=num_classes)
+        if in_chans != 3:
+            self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.ce1 = ChannelEquilibrium(64, cfg.stem_group_size, cfg) if cfg.stem else nn.Identity()
+        _attach_ce([self.layer1, self.layer2, self.layer3, self.layer4], cfg)
+        self.bench_info = _bench_info(cfg, "stem after bn1; each block after its last BN; not in layer4")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.ce1(self.bn1(self.conv1(x)))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+
+# --- CIFAR: baselines.resnet_cifar ------------------------------------------------------------------
+
+
+class CEBasicBlock(BasicBlock):
+    """CIFAR basic block (option-A shortcut) with `ce` after bn2, before the residual addition."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__(in_planes, planes, stride)
+        self.ce = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = self.shortcut(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.ce(self.bn2(self.conv2(out)))
+        return self.relu(out + identity)
+
+
+class CECifarResNet(CifarResNet):
+    """CIFAR ResNet with CE after the stem's BN and in the blocks of stages 1–2 (see module docstring)."""
+
+    def __init__(self, block, depth_per_stage: int, num_classes: int, in_chans: int, cfg: CEConfig):
+        super().__init__(block, depth_per_stage, num_classes, in_chans)
+        stem_width = self.conv1.out_channels
+        self.ce1 = ChannelEquilibrium(stem_width, cfg.stem_group_size, cfg) if cfg.stem else nn.Identity()
+        _attach_ce([self.layer1, self.layer2, self.layer3], cfg)
+        self.bench_info = _bench_info(
+            cfg,
+            "ours (no official CIFAR model): stem after bn1; each block after its last BN; not in stage 3",
+        )
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.relu(self.ce1(self.bn1(self.conv1(x))))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+
+# --- builders ---------------------------------------------------------------------------------------
+
+_CONFIG_DEFAULTS = dataclasses.asdict(CEConfig())
+
+
+def _imagenet_builder(name: str, block, layers: list[int]):
+    def builder(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> CEResNet:
+        return CEResNet(block, layers, num_classes, in_chans, CEConfig(**kwargs))
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"{name}: torchvision ResNet with CE blocks (stem, layer1–3)."
+    return builder
+
+
+def _cifar_builder(name: str, depth: int):
+    def builder(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CECifarResNet:
+        return CECifarResNet(CEBasicBlock, (depth - 2) // 6, num_classes, in_chans, CEConfig(**kwargs))
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"{name}: CIFAR ResNet-{depth} with CE blocks (stem, stages 1–2)."
+    return builder
+
+
+for _name, _block, _layers in (
+    ("ce_resnet18", CEBasicBlockImageNet, [2, 2, 2, 2]),
+    ("ce_resnet50", CEBottleneck, [3, 4, 6, 3]),
+):
+    register(_name, _imagenet_builder(_name, _block, _layers), **_CONFIG_DEFAULTS)
+
+for _depth in (20, 56):
+    register(f"ce_resnet{_depth}", _cifar_builder(f"ce_resnet{_depth}", _depth), **_CONFIG_DEFAULTS)
