@@ -1,0 +1,90 @@
+"""`bench` end to end on synthetic data, and the clear errors a user can cause."""
+
+import pytest
+
+from bench.cli import main
+from bench.results import ResultStore
+from tests.helpers import write_suite
+
+
+def _args(suite, tmp_path, data_root, *extra):
+    return ["run", "--suite", str(suite), "--data-root", str(data_root), "--out", str(tmp_path / "results"),
+            "--leaderboard-dir", str(tmp_path / "lb"), "--work-dir", str(tmp_path / "runs"), "--no-progress", *extra]  # fmt: skip
+
+
+def test_run_stores_a_record_and_writes_the_leaderboard(tmp_path, fashion_root, no_system_data, capsys):
+    suite = write_suite(tmp_path)
+    assert main(_args(suite, tmp_path, fashion_root)) == 0
+    out = capsys.readouterr().out
+    assert "resnet20 · fashion_mnist · seed 0: top-1" in out and str(tmp_path / "lb" / "tiny.md") in out
+    (record,) = ResultStore(tmp_path / "results").read("tiny")
+    assert record.status == "measured" and record.store_version == 1 and record.seed == 0
+    assert (
+        record.metrics.params == 269_722 - 2 * 9 * 16
+    )  # in_chans 1: the stem conv has 16·9 weights, not 16·27
+    assert record.metrics.static_macs == record.metrics.static_macs_fvcore
+    assert record.data.train_size == 256 and record.environment.torch
+    board = (tmp_path / "lb" / "tiny.md").read_text()
+    assert f"{record.metrics.top1_pct:.2f}" in board and "| resnet20" in board
+    assert (tmp_path / "lb" / "README.md").is_file()
+
+
+def _store_bytes(tmp_path):
+    path = tmp_path / "results" / "runs" / "tiny.jsonl"
+    return path.read_bytes() if path.exists() else None
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("unknown_model", "unknown model 'resnet21'"),
+        ("unknown_suite", "unknown suite 'nosuch'"),
+        ("malformed_toml", "is not valid TOML"),
+        ("unknown_key", "unknown key(s) ['lr_typo']"),
+        ("wrong_type", "epochs should be int"),
+        ("missing_data", "Fashion-MNIST not found"),
+        ("unknown_dataset", "unknown dataset 'mnist3'"),
+    ],
+)
+def test_user_errors_give_one_clear_message_and_write_nothing(case, expected, tmp_path, fashion_root,
+                                                              no_system_data, capsys):  # fmt: skip
+    suite, data_root, extra = write_suite(tmp_path), fashion_root, []
+    if case == "unknown_model":
+        extra = ["--models", "resnet21"]
+    elif case == "unknown_suite":
+        suite = "nosuch"
+    elif case == "malformed_toml":
+        suite.write_text(suite.read_text() + "\n[train\n")
+    elif case == "unknown_key":
+        suite.write_text(suite.read_text().replace("lr = 0.05", "lr_typo = 0.05"))
+    elif case == "wrong_type":
+        suite.write_text(suite.read_text().replace("epochs = 1", 'epochs = "one"'))
+    elif case == "missing_data":
+        data_root = tmp_path / "nowhere"
+    elif case == "unknown_dataset":
+        suite.write_text(suite.read_text().replace('["fashion_mnist"]', '["mnist3"]'))
+    assert main(_args(suite, tmp_path, data_root, *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and err[0].startswith("bench run: error:")
+    assert _store_bytes(tmp_path) is None and not (tmp_path / "lb").exists()
+
+
+def test_list_shows_suites_and_models(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "quick" in out and "cifar" in out and "resnet20" in out and "fashion_mnist" in out
+
+
+def test_builtin_suites_are_valid():
+    from bench.config import list_suites, load_suite
+    from bench.runner import plan
+
+    for name in list_suites():
+        assert plan(load_suite(name)), name
+
+
+def test_leaderboard_command_regenerates(tmp_path, capsys):
+    store = tmp_path / "results"
+    (store / "runs").mkdir(parents=True)
+    assert main(["leaderboard", "--out", str(store), "--leaderboard-dir", str(tmp_path / "lb")]) == 0
+    assert (tmp_path / "lb" / "README.md").is_file()
