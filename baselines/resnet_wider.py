@@ -1,0 +1,160 @@
+"""ResNet-Wider: the parameter-matched control of GaterNet (Chen, Li, Bengio, Si, CVPR 2019, arXiv 1811.11205).
+
+GaterNet adds a whole gater network to its backbone, so the paper compares it with a ResNet of the same
+depth whose layers all have more filters, until it has about as many parameters as backbone + gater.
+Here every stage width (and the stem, which has the first stage's width) is scaled by one multiplier
+m: w → round(m · w). The builder searches m for the network whose parameter count is closest to
+`target_params`. Widths are integers, so the counts come in steps (about 2/w₀ of the count per step of
+the widest width w₀, ≈1 % for ResNet-56-wider) and the count reached can miss the target by half a step.
+`bench_info` records the target, where it came from, the count reached, the multiplier and the widths.
+
+Not confirmed by the paper (which is not readable here): its multipliers, and the exact target. The
+default target is an estimate of GaterNet's size on the same backbone, from reference/methods.md §1.3:
+the backbone's own parameters plus a gater made of a ResNet-20 trunk without classifier (269,072
+parameters) and two FC layers with bias, 64 → b → c_gated, with b = 16 and c_gated = every conv filter
+of the backbone (stem, residual branches and projection shortcuts). For ResNet-20 at 10 classes this is
+269,722 + 281,808 = 551,530. A suite that has measured the GaterNet model it compares against should pass
+that count as `target_params`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import nn
+
+from baselines.resnet_cifar import BasicBlock, CifarResNet, PreActBottleneck, PreActCifarResNet
+from baselines.resnet_imagenet import ARCHS, TORCHVISION_WIDTHS, ImageNetResNet, block_for
+from bench.registry import register
+
+CIFAR_WIDTHS = (16, 32, 64)
+GATER_TRUNK_PARAMS = 269_072  # CIFAR ResNet-20 without its classifier, 3 input channels
+GATER_BOTTLENECK = 16  # b [unconfirmed]
+
+
+def gaternet_gater_params(gated_filters: int, b: int = GATER_BOTTLENECK) -> int:
+    """Estimated parameters of a GaterNet gater: ResNet-20 trunk + FC(64, b) + FC(b, gated_filters)."""
+    return GATER_TRUNK_PARAMS + (64 + 1) * b + (b + 1) * gated_filters
+
+
+def conv_filters(model: nn.Module) -> int:
+    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def base_network(
+    base: str, num_classes: int, in_chans: int, **kwargs
+) -> tuple[Callable, tuple[int, ...], dict]:
+    """A function widths -> network for the ResNet named `base`, its usual widths, and facts for bench_info."""
+    if base == "resnet164":
+        layout = kwargs.pop("layout", "v1")
+        info = {"block": "pre-activation bottleneck", "layout": layout}
+        make = partial(
+            PreActCifarResNet, PreActBottleneck, 18, num_classes, in_chans, block_kwargs={"layout": layout}
+        )
+        return lambda w: make(widths=w, **kwargs), CIFAR_WIDTHS, info
+    depth = int(base.removeprefix("resnet")) if base.removeprefix("resnet").isdigit() else -1
+    if depth in ARCHS:
+        kind, layers = ARCHS[depth]
+        layout = kwargs.pop("layout", "v1.5")
+        block = block_for(kind, layout)
+        info = {"definition": "torchvision", "layout": "basic" if kind == "basic" else layout}
+        return (
+            lambda w: ImageNetResNet(block, layers, num_classes, in_chans, w, **kwargs),
+            TORCHVISION_WIDTHS,
+            info,
+        )
+    if depth > 2 and (depth - 2) % 6 == 0:
+        info = {"block": "basic", "shortcut": "A (zero-pad)"}
+        make = partial(CifarResNet, BasicBlock, (depth - 2) // 6, num_classes, in_chans)
+        return lambda w: make(widths=w, **kwargs), CIFAR_WIDTHS, info
+    raise ValueError(
+        f"no ResNet-Wider for {base!r}: use a CIFAR resnet<6n+2>, resnet164 or resnet18/34/50/101"
+    )
+
+
+def scaled_widths(base_widths: tuple[int, ...], multiplier: float) -> tuple[int, ...]:
+    return tuple(max(1, round(w * multiplier)) for w in base_widths)
+
+
+def multiplier_for(make: Callable, base_widths: tuple[int, ...], target_params: int) -> float:
+    """The width multiplier whose network's parameter count is closest to `target_params`.
+
+    A width round(m·w) changes only where m·w crosses a half-integer, so (the base widths dividing the
+    widest one, w₀) every distinct network is reached by an m = (t + ½) / (2·w₀) for an integer t,
+    a point where no width is a tie. Parameters grow with t: bracket the target, then bisect.
+    """
+    steps = 2 * max(base_widths)
+
+    def params(t: int) -> int:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            return n_params(make(scaled_widths(base_widths, (t + 0.5) / steps)))
+
+    lo = steps  # m just above 1: the base network itself
+    if params(lo) > target_params:
+        raise ValueError(
+            f"target_params={target_params:,} is below the unwidened network's {params(lo):,} parameters; "
+            "ResNet-Wider only widens"
+        )
+    hi = 2 * lo
+    while params(hi) < target_params:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if params(mid) < target_params else (lo, mid)
+    best = min((lo, hi), key=lambda t: abs(params(t) - target_params))
+    return (best + 0.5) / steps
+
+
+def wider_resnet(
+    base: str, num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
+) -> nn.Module:
+    """ResNet `base` with every layer widened by one multiplier to about `target_params` parameters.
+
+    `target_params=None` uses the GaterNet estimate of this module's docstring (CIFAR bases only).
+    """
+    make, base_widths, info = base_network(base, num_classes, in_chans, **kwargs)
+    if target_params is None:
+        if base_widths != CIFAR_WIDTHS:
+            raise ValueError(
+                f"{base}_wider needs target_params: there is no GaterNet size estimate for ImageNet"
+            )
+        with torch.device("meta"):
+            backbone = make(base_widths)
+        gater = gaternet_gater_params(conv_filters(backbone))
+        target_params, source = n_params(backbone) + gater, f"GaterNet estimate: backbone + gater ({gater:,})"
+    else:
+        source = "given"
+    multiplier = multiplier_for(make, base_widths, target_params)
+    widths = scaled_widths(base_widths, multiplier)
+    model = make(widths)
+    model.bench_info = {
+        "base": base,
+        **info,
+        "target_params": int(target_params),
+        "target_source": source,
+        "params": n_params(model),
+        "width_multiplier": multiplier,
+        "widths": list(widths),
+    }
+    return model
+
+
+def _wider(base: str):
+    def builder(
+        num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
+    ) -> nn.Module:
+        return wider_resnet(base, num_classes, in_chans, target_params, **kwargs)
+
+    builder.__name__ = builder.__qualname__ = f"{base}_wider"
+    builder.__doc__ = f"{base} widened to `target_params` (default: GaterNet-{base} size estimate)."
+    return builder
+
+
+for _base in ("resnet20", "resnet56", "resnet110", "resnet164"):
+    register(f"{_base}_wider", _wider(_base))
