@@ -59,6 +59,32 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
         print(path)
 
 
+def cmd_gates(args: argparse.Namespace) -> None:
+    import torch
+
+    from bench.data import load_dataset
+    from bench.gate_figures import plot_gate_stats
+    from bench.measure.report import gate_statistics, is_gated
+
+    data = load_dataset(args.dataset, args.data_root)
+    model = registry.create_model(args.model, data.num_classes, data.in_chans)
+    if not is_gated(model):
+        raise ValueError(f"model {args.model!r} has no gates; `bench gates` is for gated models")
+    if args.checkpoint:
+        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("model", state))
+    executed, gate_macs, gates = gate_statistics(model, data, args.batch_size, args.device)
+    print(f"{args.model} on {args.dataset} ({len(data.test_labels)} evaluation images)")
+    print(f"executed MACs per image: mean {executed['mean'] / 1e6:.2f}M, min {executed['min'] / 1e6:.2f}M, "
+          f"max {executed['max'] / 1e6:.2f}M; gate network {gate_macs / 1e6:.2f}M")  # fmt: skip
+    print(f"gates: {gates['gates']} — always on {gates['always_on']}, always off {gates['always_off']}, "
+          f"input-dependent {gates['input_dependent']}")  # fmt: skip
+    path = plot_gate_stats(
+        gates, f"{args.model} · {args.dataset}", Path(args.out) / f"{args.model}-{args.dataset}.png"
+    )
+    print(f"figure: {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench", description="ChannelBench: benchmark channel-level CNN methods."
@@ -82,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue each run from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("gates", help="gate statistics and figures of a gated model on a dataset")
+    p.add_argument("model")
+    p.add_argument("--checkpoint", help="a checkpoint of `bench run` (runs/.../last.pt) or a state_dict")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--data-root")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--out", default="gates", help="folder for the figure (default: gates/)")
+    p.set_defaults(func=cmd_gates)
 
     p = sub.add_parser("leaderboard", help="regenerate the markdown leaderboard from the store")
     p.add_argument("--suite", help="only this suite (default: every suite in the store)")

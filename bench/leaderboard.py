@@ -17,6 +17,7 @@ from statistics import mean, stdev
 import pandas as pd
 
 from bench.config import SuiteError, load_suite
+from bench.gate_figures import plot_gate_stats
 from bench.results import ResultStore, records_digest
 from bench.schema import Record
 
@@ -110,6 +111,13 @@ def suite_markdown(suite: str, records: list[Record], version: int, declared: li
         lines += ["", "## Model notes", "", "What each model's builder recorded about itself (layouts, widths, "
                   "defaults the paper does not confirm):", ""]  # fmt: skip
         lines += [f"- `{m}`: `{json.dumps(info, sort_keys=True)}`" for m, info in sorted(notes.items())]
+    gated = [r for r in runs if r.gates]
+    if gated:
+        lines += ["", "## Gate figures", "", "Per gated unit, gates always on / always off / input-dependent over "
+                  "the evaluation set, and the distribution of open gates per image:", ""]  # fmt: skip
+        lines += [f"- [{r.model} · {r.dataset} · seed {r.seed}]({gate_figure(r)}): {r.gates['always_on']} always on, "
+                  f"{r.gates['always_off']} always off, {r.gates['input_dependent']} input-dependent of "
+                  f"{r.gates['gates']} gates" for r in gated]  # fmt: skip
     if failed:
         lines += ["", "## Failed runs", ""]
         lines += [f"- `{r.model}` · {r.dataset} · seed {r.seed}: {r.failure_reason}" for r in failed]
@@ -149,6 +157,11 @@ def index_markdown(store: ResultStore, records: list[Record], version: int) -> s
     return "\n".join(lines) + "\n"
 
 
+def gate_figure(record: Record) -> str:
+    """Path of a gated record's figure, relative to the leaderboard folder."""
+    return f"gates/{record.suite}/{record.model}-{record.dataset}-s{record.seed}-{record.config_hash[:8]}.png"
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
@@ -176,6 +189,11 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
         path = out / f"{name}.md"
         _write_atomic(path, suite_markdown(name, recs, version, _declared_models(name)))
         written.append(path)
+    for r in records:
+        if r.gates and (suite is None or r.suite == suite):
+            written.append(
+                plot_gate_stats(r.gates, f"{r.model} · {r.dataset} · seed {r.seed}", out / gate_figure(r))
+            )
     index = out / "README.md"
     _write_atomic(index, index_markdown(store, records, version))
     return written + [index]

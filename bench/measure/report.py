@@ -88,23 +88,30 @@ def measure_model(
         metrics["static_macs_fvcore"] = None
     gate_stats = None
     if is_gated(model):
-        mean, std = data.mean_std
-        loader = DeviceLoader(data.test_images, data.test_labels, eval_batch_size, mean, std, device=device)
-        x, _ = next(iter(loader))
-        per_module = module_macs(model, x)  # dense: the same per-sample split for every batch
-        metrics["gate_network_macs"] = gate_network_macs(model, per_module)
-        stats, executed = GateStats(), []
-        for x, _ in loader:
-            model(x)
-            executed.append(executed_from_gates(model, per_module, x.shape[0]))
-            stats.add({name: gate.detach().cpu() for name, (_, gate) in collect(model).items()})
-        metrics["executed_macs"] = spread(torch.cat(executed))
-        gate_stats = stats.summary()
+        metrics["executed_macs"], metrics["gate_network_macs"], gate_stats = gate_statistics(
+            model, data, eval_batch_size, device
+        )
     metrics["latency"] = [
         measure_latency(model, shape, bs, device, cfg.latency_min_run_time_s, cfg.latency_warmup)
         for bs in cfg.latency_batch_sizes
     ]
     return metrics, gate_stats
+
+
+@torch.inference_mode()
+def gate_statistics(model: nn.Module, data: ImageDataset, batch_size: int = 500, device: str = "cpu"):
+    """Executed MACs (spread over the evaluation set), the gate network's MACs and the gate summary."""
+    model = model.to(device).eval()
+    mean, std = data.mean_std
+    loader = DeviceLoader(data.test_images, data.test_labels, batch_size, mean, std, device=device)
+    x, _ = next(iter(loader))
+    per_module = module_macs(model, x)  # dense: the same per-sample split for every batch
+    stats, executed = GateStats(), []
+    for x, _ in loader:
+        model(x)
+        executed.append(executed_from_gates(model, per_module, x.shape[0]))
+        stats.add({name: gate.detach().cpu() for name, (_, gate) in collect(model).items()})
+    return spread(torch.cat(executed)), gate_network_macs(model, per_module), stats.summary()
 
 
 def counters_disagree(metrics: dict) -> float | None:
