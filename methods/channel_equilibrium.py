@@ -41,16 +41,20 @@ Models:
   ResNet-50 also has). `ce_resnet50` has the official model's 29,331,926 parameters. The official
   `resnetv1ce18` crashes at construction; ours puts CE after bn2 of each basic block with group 16 (what
   that builder passes) and is our reading, not a verified official model.
-- `ce_resnet20`, `ce_resnet56` (CIFAR basic blocks) and `ce_resnet164` (pre-activation bottleneck). The
-  official code has no CIFAR models; the placement is ours: the ImageNet rule transferred one to one —
-  CE after the stem's BN and after the last BN of every block of stages 1–2, none in stage 3, group 16.
-  Stage 3 (8×8 maps on 32×32 input) is the counterpart of ImageNet's layer4 (7×7 maps), the stage the
-  code leaves out. In the pre-activation bottleneck the last BN is bn3, which precedes the ReLU and
-  conv3 (no BN follows conv3), so CE goes after bn3: "after the norm layer, before the activation".
+- `ce_resnet20`, `ce_resnet56` (CIFAR basic blocks, option-A shortcuts) and `ce_resnet164` (pre-activation
+  bottleneck, `layout` as in `resnet164`). The official code has no CIFAR models; the placement is ours,
+  the ImageNet rule transferred one to one: CE after the stem's BN and after the last BN of every block
+  of stages 1–2, none in stage 3, group 16. Stage 3 (8×8 maps on 32×32 input) is the counterpart of
+  ImageNet's layer4 (7×7 maps), the stage the code leaves out. In the pre-activation bottleneck the last
+  BN is bn3, which precedes the ReLU and conv3 (no BN follows conv3), so CE goes after bn3: "after the
+  norm layer, before the activation". The pre-activation stem conv has no BN of its own; the first
+  unit's bn1 normalises it, so the stem's CE sits there, before that ReLU (`layer1.0.ce_in`).
 
 The official ResNet-50 recipe (config_resnetv1ce50_step_moving_average.yaml, train_imagenet.py): SGD
-lr 0.1, momentum 0.9, weight decay 1e-4, 100 epochs, steps at 30/60/90, 5 warm-up epochs, label
-smoothing 0.1, batch 256 over 8 GPUs (32 images per GPU for the BD covariance, no synchronisation).
+lr 0.1, momentum 0.9, weight decay 1e-4 on every parameter, 100 epochs, ×0.1 at 30/60/90, 5 warm-up
+epochs from lr 0, label smoothing 0.1 (its loss puts 0.1/999 on each wrong class; torch's
+`label_smoothing` puts 0.1/1000 on every class), batch 256 over 8 GPUs (32 images per GPU for the BD
+covariance, no synchronisation), RandomResizedCrop + flip + PCA colour augmentation.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv
 
-from baselines.resnet_cifar import BasicBlock, CifarResNet
+from baselines.resnet_cifar import BasicBlock, CifarResNet, PreActBottleneck, PreActCifarResNet
 from bench.registry import register
 
 
@@ -268,6 +272,7 @@ class CEResNet(tv.ResNet):
         self.ce1 = ChannelEquilibrium(64, cfg.stem_group_size, cfg) if cfg.stem else nn.Identity()
         _attach_ce([self.layer1, self.layer2, self.layer3, self.layer4], cfg)
         self.bench_info = _bench_info(cfg, "stem after bn1; each block after its last BN; not in layer4")
+        self.bench_info.update(definition="torchvision", layout="v1.5" if block is CEBottleneck else "basic")
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.ce1(self.bn1(self.conv1(x)))))
@@ -312,6 +317,44 @@ class CECifarResNet(CifarResNet):
         return self.layer3(self.layer2(self.layer1(x)))
 
 
+class CEPreActBottleneck(PreActBottleneck):
+    """Pre-activation bottleneck with `ce` after bn3 (before its ReLU and conv3) and, in the network's
+    first unit only, `ce_in` after bn1: that BN-ReLU pre-activates the stem conv, so this is the stem's
+    CE. Both are Identity where unused."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, layout: str = "v1"):
+        super().__init__(in_planes, planes, stride, layout)
+        self.ce_in = nn.Identity()
+        self.ce = nn.Identity()
+
+    def residual(self, preact: Tensor) -> Tensor:
+        out = self.conv1(preact)
+        out = self.conv2(self.relu(self.bn2(out)))
+        return self.conv3(self.relu(self.ce(self.bn3(out))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        preact = self.relu(self.ce_in(self.bn1(x)))
+        identity = x if self.shortcut is None else self.shortcut(preact)
+        return self.residual(preact) + identity
+
+
+def ce_resnet164(num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kwargs) -> PreActCifarResNet:
+    """Pre-activation CIFAR ResNet-164 (`resnet164`) with CE after bn3 of the units of stages 1–2 and
+    after the first unit's bn1 (the stem's pre-activation)."""
+    cfg = CEConfig(**kwargs)
+    model = PreActCifarResNet(CEPreActBottleneck, 18, num_classes, in_chans, block_kwargs={"layout": layout})
+    if cfg.stem:
+        model.layer1[0].ce_in = ChannelEquilibrium(model.conv1.out_channels, cfg.stem_group_size, cfg)
+    _attach_ce([model.layer1, model.layer2, model.layer3], cfg)
+    model.bench_info = _bench_info(
+        cfg,
+        "ours (no official CIFAR model): stem = after the first unit's bn1; each unit after bn3 "
+        "(its last BN, before the ReLU and conv3); not in stage 3",
+    )
+    model.bench_info.update(block="pre-activation bottleneck", layout=layout)
+    return model
+
+
 # --- builders ---------------------------------------------------------------------------------------
 
 _CONFIG_DEFAULTS = dataclasses.asdict(CEConfig())
@@ -343,3 +386,4 @@ for _name, _block, _layers in (
 
 for _depth in (20, 56):
     register(f"ce_resnet{_depth}", _cifar_builder(f"ce_resnet{_depth}", _depth), **_CONFIG_DEFAULTS)
+register("ce_resnet164", ce_resnet164, layout="v1", **_CONFIG_DEFAULTS)

@@ -198,3 +198,16 @@ def test_config_fields_reach_the_blocks():
     assert model.layer3[0].ce.bd.T == 5 and model.layer1[0].ce.bd.d == 8
     with pytest.raises(ValueError, match="combine"):
         CEConfig(combine="sum")
+
+
+def test_ce_resnet164_places_ce_after_bn3_and_at_the_stem_preactivation():
+    model = create_model("ce_resnet164", num_classes=10)
+    ce_blocks = {n for n, m in model.named_modules() if isinstance(m, ChannelEquilibrium)}
+    assert ce_blocks == {"layer1.0.ce_in"} | {f"layer{s}.{b}.ce" for s in (1, 2) for b in range(18)}
+    assert model.layer2[0].ce.bd.d == 16 and model.layer2[0].ce.ir.fc1.in_features == 32  # bn3 width
+    # IR: C²/2 + LayerNorm 2·C/4 + the mix scalar, with C = 16 (stem, stage 1) and 32 (stage 2)
+    assert params(model) - params(create_model("resnet164", num_classes=10)) == 19 * 137 + 18 * 529
+    x = torch.randn(2, 3, 16, 16)
+    model(x).sum().backward()
+    assert model.layer1[0].ce_in.mix_logit.grad is not None
+    assert model.bench_info["layout"] == "v1"
