@@ -1,0 +1,355 @@
+"""Channel-gated ResNets trained with Batch-Shaping, of Ehteshami Bejnordi, Blankevoort and Welling,
+"Batch-Shaping for Learning Conditional Channel Gated Networks", ICLR 2020 (arXiv 1907.06627).
+
+The gated residual block: a small gate head reads the block input, x -> GAP -> FC(C_in, 16) -> BN ->
+ReLU -> FC(16, C) -> one logit per output channel of the block's first conv; the gate multiplies that
+conv's output (after its BN and ReLU), so a closed gate removes the channel from conv1's output and from
+conv2's input:
+
+    g = gate(x);  out = relu(bn1(conv1(x))) * g;  out = bn2(conv2(out));  y = relu(out + shortcut(x))
+
+Gates are binary concrete (Gumbel) samples in training, sigmoid((logit + log u − log(1 − u)) / τ),
+thresholded at 1/2 with the straight-through gradient, and hard 1[logit > 0] (deterministic) at test.
+
+The loss adds, on a curriculum over training:
+- the batch-shaping loss: for every gate, the Cramér–von Mises distance between the empirical CDF of its
+  pre-threshold probability p = sigmoid(logit) over the batch and the CDF of a Beta(α, β) prior,
+      BaS = mean over gates of (1/N) Σ_i (i/(N+1) − F_Beta(p_(i)))²,  p_(1) ≤ … ≤ p_(N),
+  exactly the normalisation of the authors' released loss (`Qualcomm-AI-research/batchshaping`,
+  `gbas_loss(gates, Prior.BETA, α, β, dim=1)`), with dF/dp = the Beta pdf clipped to [1e-3, 100] as
+  there. The Beta CDF comes from a table (regularised incomplete beta by continued fractions, float64)
+  with linear interpolation, so it runs on any device without scipy;
+- the L0 loss: the expected fraction of open gates, mean(p) (P(gate open) = sigmoid(logit) for a
+  binary concrete gate thresholded at 1/2, at any τ);
+- the curriculum: the batch-shaping weight λ falls linearly to 0 while the L0 weight γ rises linearly
+  from 0, both over the first half of training by default.
+
+The authors released only the loss (2023); there is no official training code. Not confirmed in any
+source reachable here (config fields, listed in `bench_info["unconfirmed"]`): the prior Beta(0.6, 0.4),
+λ = 0.75 and its annealing, τ = 2/3 (all three from community re-implementations that agree), the gate
+head's width 16 and its BatchNorm, the straight-through hard gates in training, the L0 weight γ (default
+0.1 here) and its ramp, the normalisation of the L0 term (here the fraction of open gates, so γ means
+the same on every backbone), and, for bottleneck blocks, which conv is gated (here the first 1×1 conv,
+as for basic blocks).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet as tv_resnet
+
+from baselines.resnet_cifar import BasicBlock, CifarResNet
+from baselines.resnet_imagenet import ARCHS, ImageNetResNet
+from bench.gates import GateSite
+from bench.registry import register
+
+UNCONFIRMED = [
+    "prior_alpha", "prior_beta", "bas_weight", "bas_end", "tau", "gate_hidden", "straight_through",
+    "l0_weight", "l0_start", "l0_end", "l0_normalisation", "bottleneck_gated_conv",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BatchShapingConfig:
+    prior_alpha: float = 0.6  # Beta(α, β) prior of the batch-shaping loss
+    prior_beta: float = 0.4
+    bas_weight: float = 0.75  # λ at the start of training
+    bas_end: float = 0.5  # λ falls linearly to 0 at this fraction of training
+    l0_weight: float = 0.1  # γ once fully ramped up
+    l0_start: float = 0.0  # γ rises linearly from 0 at l0_start to its full value at l0_end
+    l0_end: float = 0.5
+    tau: float = 2 / 3  # binary concrete temperature (training)
+    gate_hidden: int = 16  # width of the gate head's hidden layer
+    straight_through: bool = True  # hard gates in the forward pass, relaxed gradient
+
+    def weights(self, progress: float) -> tuple[float, float]:
+        """(λ, γ) at `progress` in [0, 1]."""
+        bas = self.bas_weight * max(0.0, 1.0 - progress / self.bas_end) if self.bas_end > 0 else 0.0
+        span = self.l0_end - self.l0_start
+        ramp = 1.0 if span <= 0 else min(1.0, max(0.0, (progress - self.l0_start) / span))
+        return bas, self.l0_weight * ramp
+
+
+# --- the Beta CDF, differentiable in torch -----------------------------------------------------------
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def _beta_continued_fraction(x: Tensor, a: float, b: float, iterations: int = 300) -> Tensor:
+    """The continued fraction of I_x(a, b) (modified Lentz), converging for x < (a + 1) / (a + b + 2)."""
+    tiny = 1e-300
+
+    def guard(t: Tensor) -> Tensor:
+        return torch.where(t.abs() < tiny, torch.full_like(t, tiny), t)
+
+    c = torch.ones_like(x)
+    d = 1.0 / guard(1.0 - (a + b) * x / (a + 1.0))
+    h = d
+    for m in range(1, iterations + 1):
+        for aa in (
+            m * (b - m) * x / ((a - 1.0 + 2 * m) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1.0 + 2 * m)),
+        ):
+            d = 1.0 / guard(1.0 + aa * d)
+            c = guard(1.0 + aa / c)
+            h = h * d * c
+        if bool(((d * c - 1.0).abs() < 1e-15).all()):
+            break
+    return h
+
+
+def regularized_incomplete_beta(x: Tensor, a: float, b: float) -> Tensor:
+    """I_x(a, b), the Beta(a, b) CDF, in float64 (not differentiable; used to build the table)."""
+    x = x.double().clamp(0.0, 1.0)
+
+    def direct(x: Tensor, a: float, b: float) -> Tensor:
+        x = x.clamp(1e-300, 1.0 - 1e-16)
+        front = torch.exp(a * torch.log(x) + b * torch.log1p(-x) - _log_beta(a, b)) / a
+        return front * _beta_continued_fraction(x, a, b)
+
+    low = x < (a + 1.0) / (a + b + 2.0)  # where the continued fraction converges; else use symmetry
+    out = torch.empty_like(x)
+    out[low] = direct(x[low], a, b)
+    out[~low] = 1.0 - direct(1.0 - x[~low], b, a)
+    return torch.where(x <= 0, 0.0, torch.where(x >= 1, 1.0, out))
+
+
+def beta_pdf(x: Tensor, a: float, b: float) -> Tensor:
+    return torch.exp(torch.xlogy(a - 1.0, x) + torch.xlogy(b - 1.0, 1.0 - x) - _log_beta(a, b))
+
+
+class _TableCDF(torch.autograd.Function):
+    """CDF by linear interpolation in `table`; gradient = the exact pdf, clipped as in the authors' code."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, table: Tensor, a: float, b: float, pdf_min: float, pdf_max: float) -> Tensor:
+        steps = table.numel() - 1
+        pos = x.detach().to(table.dtype).clamp(0.0, 1.0) * steps
+        index = pos.floor().clamp(max=steps - 1)
+        cdf = torch.lerp(table[index.long()], table[index.long() + 1], pos - index)
+        ctx.save_for_backward(x)
+        ctx.params = (a, b, pdf_min, pdf_max)
+        return cdf.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        a, b, pdf_min, pdf_max = ctx.params
+        pdf = beta_pdf(x.clamp(0.0, 1.0), a, b).clamp(pdf_min, pdf_max)
+        return grad * pdf, None, None, None, None, None
+
+
+@functools.cache
+def _cdf_table(a: float, b: float, resolution: int) -> Tensor:
+    grid = torch.linspace(0.0, 1.0, resolution + 1, dtype=torch.float64)
+    return regularized_incomplete_beta(grid, a, b).float()
+
+
+class BetaCDF(nn.Module):
+    """F(x) of Beta(a, b) for x in [0, 1], differentiable in x (dF/dx = pdf, clipped to [1e-3, 100]).
+
+    F comes from a table of `resolution` + 1 points with linear interpolation: off by < 1e-6 for x in
+    [0.01, 0.99] and by up to 3e-4 within 1e-4 of 0 or 1, where the Beta(0.6, 0.4) density is singular.
+    """
+
+    def __init__(self, a: float, b: float, resolution: int = 1 << 14):
+        super().__init__()
+        self.a, self.b = float(a), float(b)
+        self.register_buffer("table", _cdf_table(self.a, self.b, resolution).clone(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _TableCDF.apply(x, self.table, self.a, self.b, 1e-3, 100.0)
+
+
+def batch_shaping_loss(probs: Tensor, prior_cdf: nn.Module) -> Tensor:
+    """Mean over gates of the Cramér–von Mises distance between each gate's empirical CDF over the batch
+    (probs: [batch N, gates]; ECDF i/(N+1)) and the prior CDF: mean_j (1/N) Σ_i (i/(N+1) − F(p_(i)j))²."""
+    n = probs.shape[0]
+    ordered, _ = probs.sort(dim=0)
+    ecdf = torch.arange(1, n + 1, device=probs.device, dtype=probs.dtype) / (n + 1)
+    return ((ecdf[:, None] - prior_cdf(ordered)) ** 2).sum(dim=0).div(n).mean()
+
+
+# --- the gated residual block ----------------------------------------------------------------------
+
+
+class ChannelGate(nn.Module):
+    """GAP -> FC -> BN -> ReLU -> FC -> binary concrete (training) or 1[logit > 0] (evaluation)."""
+
+    is_gate_network = True
+
+    def __init__(self, in_channels: int, channels: int, hidden: int, tau: float, straight_through: bool):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(in_channels, hidden)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, channels)
+        self.tau = tau
+        self.straight_through = straight_through
+        self.prob: Tensor | None = None  # sigmoid(logit) of the last forward: what the losses shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.fc2(self.relu(self.bn(self.fc1(self.pool(x).flatten(1)))))
+        self.prob = torch.sigmoid(logits)
+        if not self.training:
+            return (logits > 0).to(logits.dtype)
+        u = torch.rand_like(logits).clamp_(1e-6, 1.0 - 1e-6)
+        soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / self.tau)
+        if not self.straight_through:
+            return soft
+        hard = (soft > 0.5).to(soft.dtype)
+        return hard + (soft - soft.detach())  # straight-through, exactly 0/1 forward
+
+
+def _gate_head(block: nn.Module, in_channels: int, channels: int, cfg: BatchShapingConfig) -> None:
+    block.gate = ChannelGate(in_channels, channels, cfg.gate_hidden, cfg.tau, cfg.straight_through)
+    block.gate_site = GateSite("channel", produces=("conv1",), consumes=("conv2",))
+    block.gating = True  # False: every gate is 1 (the plain block, for tests and ablations)
+
+
+def _gate(block: nn.Module, x: Tensor) -> Tensor:
+    gate = block.gate(x)
+    if not block.gating:
+        gate = torch.ones_like(gate)
+    block.last_gate = gate.detach()
+    return gate[:, :, None, None]
+
+
+class BasCifarBlock(BasicBlock):
+    """He et al.'s CIFAR basic block with a channel gate between its two convs."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, cfg: BatchShapingConfig | None = None):
+        super().__init__(in_planes, planes, stride)
+        _gate_head(self, in_planes, planes, cfg or BatchShapingConfig())
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = self.shortcut(x)
+        gate = _gate(self, x)
+        out = self.relu(self.bn1(self.conv1(x))) * gate
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class BasBasicBlock(tv_resnet.BasicBlock):
+    """torchvision's basic block (ResNet-18/34) with a channel gate between its two convs."""
+
+    def __init__(self, inplanes: int, planes: int, *args, cfg: BatchShapingConfig | None = None, **kwargs):
+        super().__init__(inplanes, planes, *args, **kwargs)
+        _gate_head(self, inplanes, planes, cfg or BatchShapingConfig())
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        gate = _gate(self, x)
+        out = self.relu(self.bn1(self.conv1(x))) * gate
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class BasBottleneck(tv_resnet.Bottleneck):
+    """torchvision's bottleneck (v1.5) with a channel gate on its first conv's output."""
+
+    def __init__(self, inplanes: int, planes: int, *args, cfg: BatchShapingConfig | None = None, **kwargs):
+        super().__init__(inplanes, planes, *args, **kwargs)
+        _gate_head(self, inplanes, self.conv1.out_channels, cfg or BatchShapingConfig())
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        gate = _gate(self, x)
+        out = self.relu(self.bn1(self.conv1(x))) * gate
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+def _configured(block: type[nn.Module], cfg: BatchShapingConfig):
+    """`block` with the gate config bound; keeps `expansion`, which the ResNet constructors read."""
+    bound = functools.partial(block, cfg=cfg)
+    bound.expansion = block.expansion
+    return bound
+
+
+# --- networks ----------------------------------------------------------------------------------------
+
+
+class _BatchShapingMixin:
+    def _init_batch_shaping(self, cfg: BatchShapingConfig, backbone: str) -> None:
+        self.cfg = cfg
+        self.prior_cdf = BetaCDF(cfg.prior_alpha, cfg.prior_beta)
+        self.bench_info = {
+            "method": "batch_shaping",
+            "backbone": backbone,
+            "num_gates": sum(m.fc2.out_features for m in self.gate_heads()),
+            "config": asdict(cfg),
+            "unconfirmed": UNCONFIRMED,
+        }
+
+    def gate_heads(self) -> list[ChannelGate]:
+        return [m for m in self.modules() if isinstance(m, ChannelGate)]
+
+    def set_gating(self, enabled: bool) -> None:
+        """Switch gating off (every gate 1) or back on."""
+        for module in self.modules():
+            if hasattr(module, "gating") and isinstance(module.gating, bool):
+                module.gating = enabled
+
+    def aux_losses(self, progress: float) -> dict[str, Tensor]:
+        probs = [head.prob for head in self.gate_heads()]
+        if any(p is None for p in probs):
+            return {}
+        probs = torch.cat(probs, dim=1)  # [batch, every gate of the network]
+        bas_weight, l0_weight = self.cfg.weights(progress)
+        bas = batch_shaping_loss(probs, self.prior_cdf) if bas_weight > 0 else probs.new_zeros(())
+        return {"batch_shaping": bas_weight * bas, "l0": l0_weight * probs.mean()}
+
+
+class BasResNetCifar(_BatchShapingMixin, CifarResNet):
+    """A CIFAR ResNet (He et al., option A) whose basic blocks carry Batch-Shaping channel gates."""
+
+    def __init__(self, depth_per_stage: int, num_classes: int, in_chans: int, cfg: BatchShapingConfig):
+        CifarResNet.__init__(
+            self, BasCifarBlock, depth_per_stage, num_classes, in_chans, block_kwargs={"cfg": cfg}
+        )
+        self._init_batch_shaping(cfg, f"resnet{6 * depth_per_stage + 2}")
+
+
+class BasResNetImageNet(_BatchShapingMixin, ImageNetResNet):
+    """torchvision's ResNet (bottlenecks: v1.5 layout) whose blocks carry Batch-Shaping channel gates."""
+
+    def __init__(self, depth: int, num_classes: int, in_chans: int, cfg: BatchShapingConfig):
+        kind, layers = ARCHS[depth]
+        block = BasBottleneck if kind == "bottleneck" else BasBasicBlock
+        ImageNetResNet.__init__(self, _configured(block, cfg), layers, num_classes, in_chans)
+        self._init_batch_shaping(cfg, f"resnet{depth}")
+        self.bench_info["layout"] = "v1.5" if kind == "bottleneck" else "basic"
+
+
+def _cifar_builder(depth: int):
+    def builder(num_classes: int = 10, in_chans: int = 3, **kwargs) -> BasResNetCifar:
+        return BasResNetCifar((depth - 2) // 6, num_classes, in_chans, BatchShapingConfig(**kwargs))
+
+    builder.__name__ = builder.__qualname__ = f"bas_resnet{depth}"
+    builder.__doc__ = f"Batch-Shaping channel-gated CIFAR ResNet-{depth}."
+    return builder
+
+
+def _imagenet_builder(depth: int):
+    def builder(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> BasResNetImageNet:
+        return BasResNetImageNet(depth, num_classes, in_chans, BatchShapingConfig(**kwargs))
+
+    builder.__name__ = builder.__qualname__ = f"bas_resnet{depth}"
+    builder.__doc__ = f"Batch-Shaping channel-gated torchvision ResNet-{depth} (bottlenecks: v1.5 layout)."
+    return builder
+
+
+for _depth in (20, 32, 56):
+    register(f"bas_resnet{_depth}", _cifar_builder(_depth))
+for _depth in (18, 34, 50):
+    register(f"bas_resnet{_depth}", _imagenet_builder(_depth))
