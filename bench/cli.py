@@ -1,4 +1,4 @@
-"""The `bench` command: list, run, leaderboard."""
+"""The `bench` command: list, run, measure, gates, leaderboard."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench import registry
+from bench import plugins, registry
 from bench.config import SuiteError, list_suites, load_suite
 from bench.data import DATASETS, DatasetNotFoundError
 from bench.measure.latency import MALLOC_ENV, malloc_tuned
@@ -28,7 +28,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     from bench.leaderboard import write_leaderboard
-    from bench.runner import run_suite, summary_line
+    from bench.runner import PlanError, run_suite, summary_line
 
     suite = load_suite(args.suite)
     store = ResultStore(args.out)
@@ -43,13 +43,22 @@ def cmd_run(args: argparse.Namespace) -> None:
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
-    records = run_suite(
-        suite, models=args.models, seeds=args.seeds, epochs=args.epochs, data_root=args.data_root,
-        device=args.device, store=store, work_dir=Path(args.work_dir), resume=args.resume,
-        progress=not args.no_progress, on_record=on_record,
-    )  # fmt: skip
+    try:
+        records = run_suite(
+            suite, models=args.models, seeds=args.seeds, epochs=args.epochs, data_root=args.data_root,
+            device=args.device, store=store, work_dir=Path(args.work_dir), resume=args.resume,
+            progress=not args.no_progress, on_record=on_record,
+        )  # fmt: skip
+    except PlanError as e:  # a model that cannot take the data: say which plugin it came from
+        raise PlanError(plugins.name_plugins(str(e))) from None
     print(f"{len(records)} run(s) stored in {store.path(suite.name)}")
     print(f"leaderboard: {leaderboard_dir / (suite.name + '.md')}")
+
+
+def cmd_measure(args: argparse.Namespace) -> None:
+    from bench.measure_cmd import cmd_measure as measure
+
+    measure(args)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
@@ -85,6 +94,9 @@ def cmd_gates(args: argparse.Namespace) -> None:
     print(f"figure: {path}")
 
 
+PLUGIN_HELP = "a .py file that registers models (repeatable); installed plugins load by themselves"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench", description="ChannelBench: benchmark channel-level CNN methods."
@@ -93,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="registered suites, datasets and models")
     p.add_argument("pattern", nargs="?", default="*", help="glob over model names, e.g. 'resnet*'")
+    p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="train, evaluate, measure and store every run of a suite")
@@ -107,7 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default="runs", help="checkpoints go here (default: runs/)")
     p.add_argument("--resume", action="store_true", help="continue each run from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+    p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("measure", help="params, static/executed/gate MACs and latency of models, untrained")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="one or more registered models, side by side")
+    p.add_argument(
+        "--dataset", default="fashion_mnist", help="shapes and evaluation images (default: %(default)s)"
+    )
+    p.add_argument("--data-root")
+    p.add_argument(
+        "--batch-sizes", type=_csv(int), default=[1, 64], help="latency batch sizes (default: 1,64)"
+    )
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument(
+        "--eval-images", type=int, default=500, help="evaluation images for executed MACs (default: 500)"
+    )
+    p.add_argument("--checkpoint", help="weights to load (runs/.../last.pt or a state_dict); one model only")
+    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timed runs per batch size")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
+    p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
+    p.set_defaults(func=cmd_measure)
 
     p = sub.add_parser("gates", help="gate statistics and figures of a gated model on a dataset")
     p.add_argument("model")
@@ -117,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--out", default="gates", help="folder for the figure (default: gates/)")
+    p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
     p.set_defaults(func=cmd_gates)
 
     p = sub.add_parser("leaderboard", help="regenerate the markdown leaderboard from the store")
@@ -131,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        plugins.load_files(getattr(args, "plugin", None))
         args.func(args)
     except USER_ERRORS as e:
         print(f"bench {args.command}: error: {e}", file=sys.stderr)

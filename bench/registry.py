@@ -3,6 +3,11 @@
 A builder takes `num_classes` and `in_chans` (plus its own keyword arguments) and returns an
 `nn.Module`. `defaults` are stored beside the builder as data (like timm's pretrained cfgs) and can be
 overridden per call, so a suite file can set e.g. GaterNet's bottleneck width.
+
+Models defined outside this repository register the same way, from a plugin (`bench.plugins`): an
+installed distribution's entry point in the group `channelbench.models` (loaded here, after the
+built-in packages) or a file given with `bench run --plugin PATH`. Their entries carry an `origin`
+naming the plugin, so errors can say where a model came from; nothing else treats them differently.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
     defaults: dict[str, Any] = field(default_factory=dict)
+    origin: str = ""  # the plugin that registered it ("" for the built-in packages)
 
     @property
     def family(self) -> str:
@@ -40,25 +46,35 @@ class UnknownModelError(KeyError):
         return self.args[0]
 
 
+class DuplicateModelError(ValueError):
+    """A second `register` of a name; `name` and `owner` (who registered it first) are attributes."""
+
+    def __init__(self, name: str, owner: str):
+        super().__init__(f"model name {name!r} is already registered by {owner}; choose another name")
+        self.name, self.owner = name, owner
+
+
 def register(name: str, builder: Callable[..., nn.Module], **defaults: Any) -> None:
     """Register `builder` under `name`; a name can be registered once."""
     if name in _MODELS:
-        prev = _MODELS[name].builder
-        raise ValueError(
-            f"model name {name!r} is already registered by {prev.__module__}.{prev.__qualname__}; "
-            "choose another name"
-        )
+        prev = _MODELS[name]
+        owner = f"{prev.builder.__module__}.{prev.builder.__qualname__}"
+        raise DuplicateModelError(name, f"{owner} (plugin {prev.origin})" if prev.origin else owner)
     _MODELS[name] = ModelEntry(name, builder, dict(defaults))
     _register_with_timm(name)
 
 
 def _load_builtin() -> None:
-    """Import the built-in model packages once, so their `register` calls have run."""
+    """Import the built-in model packages once, then the installed plugins (entry points), so their
+    `register` calls have run; a name clash with a built-in model is then the plugin's error."""
     global _loaded
     if not _loaded:
         _loaded = True
         for package in _BUILTIN_PACKAGES:
             importlib.import_module(package)
+        from bench.plugins import load_entry_points  # bench.plugins imports this module
+
+        load_entry_points()
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -70,6 +86,12 @@ def get_entry(name: str) -> ModelEntry:
             f"unknown model {name!r}.{hint} Run `bench list` to see every registered model."
         )
     return _MODELS[name]
+
+
+def describe(name: str) -> str:
+    """`model 'name'`, and the plugin it came from if it is not built in: for error messages."""
+    entry = _MODELS.get(name)
+    return f"model {name!r} from plugin {entry.origin}" if entry and entry.origin else f"model {name!r}"
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, **overrides: Any) -> nn.Module:

@@ -1,0 +1,136 @@
+"""A ChannelBench plugin to copy: a channel-gated CIFAR ResNet-20 with a threshold gate rule.
+
+This file is a template, not a published method. Copy the folder, rename the model (`MODEL_NAME`) and
+change the gate rule; `bench run --plugin path/to/my_method.py` then trains, measures and stores it
+like the built-in models (docs/walkthrough.md). Replace this docstring with your paper's citation and
+list, as the built-in models do, every default the paper does not state.
+
+The method. Every basic block of He et al.'s CIFAR ResNet-20 gets a gate head that reads the block
+input and emits one gate per output channel of the block's first conv:
+
+    g = 1[W · GAP(x) + b > 0]                       one linear layer, no hidden layer
+    out = relu(bn1(conv1(x))) * g;  out = bn2(conv2(out));  y = relu(out + shortcut(x))
+
+so a closed gate removes its channel from conv1's output and from conv2's input. In training the hard
+0/1 gate is used forward and sigmoid(W · GAP(x) + b)'s gradient backward (straight-through). A
+target-rate loss pulls the share of open gates, over the batch and every gate of the network, towards
+`target_rate`:
+
+    L_rate = rate_weight · min(1, progress / ramp_end) · (mean(sigmoid(logits)) − target_rate)²
+
+It is switched on gradually over the first `ramp_end` of training (a curriculum: the harness passes
+`progress` = step / total steps to `aux_losses`). The gate bias starts at `open_bias` > 0, so training
+starts from the plain ResNet-20 with every gate open. All four defaults are this template's own
+choices, not tuned: they are listed in `bench_info["unconfirmed"]`.
+
+What the harness reads from a model (the whole contract, see DESIGN.md):
+- the builder `builder(num_classes, in_chans, **kwargs) -> nn.Module`, registered by name at import;
+  keyword defaults given to `register` can be overridden by a suite's `[model_args.<name>]`;
+- on every gated module, `gate_site` (which convs the gate switches, names relative to the module)
+  and `last_gate` after each forward ([batch, channels], exactly 0/1 in eval mode). The forward
+  always computes densely and multiplies by the gate: executed MACs are derived from the gates;
+- `is_gate_network = True` on modules that compute gates: their MACs get their own column;
+- optional on the model: `aux_losses(progress) -> {name: weighted loss}`, added to the cross-entropy
+  after every training forward; `no_weight_decay() -> {parameter names}`; `bench_info` (a dict stored
+  with every record).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from baselines.resnet_cifar import BasicBlock, CifarResNet
+from bench.gates import GateSite
+from bench.registry import register
+
+MODEL_NAME = "my_gate_resnet20"  # rename: registry names are unique, lower_snake, not one of timm's
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    target_rate: float = 0.6  # share of open gates the rate loss pulls towards
+    rate_weight: float = 2.0  # weight of the rate loss once fully ramped up
+    ramp_end: float = 0.2  # the rate loss rises linearly from 0 over this share of training
+    open_bias: float = 3.0  # initial gate bias: sigmoid(3) = 0.95, every hard gate starts open
+
+
+class ThresholdGate(nn.Module):
+    """GAP -> Linear -> 1[logit > 0], with the sigmoid's gradient in training (straight-through)."""
+
+    is_gate_network = True  # its MACs are reported on their own ("gate network MACs")
+
+    def __init__(self, in_channels: int, channels: int, open_bias: float):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_channels, channels)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.constant_(self.fc.bias, open_bias)
+        self.prob: Tensor | None = None  # sigmoid(logits) of the last forward: what the rate loss reads
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.fc(self.pool(x).flatten(1))
+        self.prob = torch.sigmoid(logits)
+        hard = (logits > 0).to(logits.dtype)
+        if not self.training:
+            return hard
+        return hard + (self.prob - self.prob.detach())  # forward: exactly 0/1; backward: d sigmoid
+
+
+class GatedBasicBlock(BasicBlock):
+    """He et al.'s basic block with a threshold gate on conv1's output channels."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, cfg: GateConfig | None = None):
+        super().__init__(in_planes, planes, stride)
+        self.gate = ThresholdGate(in_planes, planes, (cfg or GateConfig()).open_bias)
+        # The gate switches conv1's output channels, which are conv2's input channels.
+        self.gate_site = GateSite("channel", produces=("conv1",), consumes=("conv2",))
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = self.shortcut(x)
+        gate = self.gate(x)
+        self.last_gate = gate.detach()  # [batch, planes], read by the harness after every forward
+        out = self.relu(self.bn1(self.conv1(x))) * gate[:, :, None, None]
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class GatedResNet(CifarResNet):
+    """A CIFAR ResNet (option-A shortcuts) whose basic blocks carry threshold gates."""
+
+    def __init__(self, depth_per_stage: int, num_classes: int, in_chans: int, cfg: GateConfig):
+        super().__init__(GatedBasicBlock, depth_per_stage, num_classes, in_chans, block_kwargs={"cfg": cfg})
+        self.cfg = cfg
+        self.bench_info = {
+            "method": "threshold_gate (template plugin)",
+            "backbone": f"resnet{6 * depth_per_stage + 2}",
+            "num_gates": sum(g.fc.out_features for g in self.gates()),
+            "config": asdict(cfg),
+            "unconfirmed": sorted(asdict(cfg)),  # every default above is a guess: say so
+        }
+
+    def gates(self) -> list[ThresholdGate]:
+        return [m for m in self.modules() if isinstance(m, ThresholdGate)]
+
+    def aux_losses(self, progress: float) -> dict[str, Tensor]:
+        """Called by the train loop right after every training forward; values are already weighted."""
+        probs = [gate.prob for gate in self.gates()]
+        if any(p is None for p in probs):
+            return {}
+        open_share = torch.cat(probs, dim=1).mean()
+        ramp = min(1.0, progress / self.cfg.ramp_end) if self.cfg.ramp_end > 0 else 1.0
+        return {"rate": self.cfg.rate_weight * ramp * (open_share - self.cfg.target_rate) ** 2}
+
+    def no_weight_decay(self) -> set[str]:
+        """Keep the gate biases out of weight decay, so they do not drift towards 'half the gates open'."""
+        return {name for name, _ in self.named_parameters() if name.endswith("gate.fc.bias")}
+
+
+def my_gate_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> GatedResNet:
+    """ResNet-20 with threshold channel gates; `kwargs` are `GateConfig` fields."""
+    return GatedResNet(3, num_classes, in_chans, GateConfig(**kwargs))
+
+
+register(MODEL_NAME, my_gate_resnet20)
