@@ -20,7 +20,7 @@ that count as `target_params`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 
 import torch
 from torch import nn
@@ -91,6 +91,7 @@ def multiplier_for(make: Callable, base_widths: tuple[int, ...], target_params: 
     """
     steps = 2 * max(base_widths)
 
+    @cache
     def params(t: int) -> int:
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
             return n_params(make(scaled_widths(base_widths, (t + 0.5) / steps)))
