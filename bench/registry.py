@@ -83,7 +83,8 @@ def get_entry(name: str) -> ModelEntry:
         close = [m for m in _MODELS if name.split("_")[0] in m][:5]
         hint = f" Similar names: {', '.join(close)}." if close else ""
         raise UnknownModelError(
-            f"unknown model {name!r}.{hint} Run `bench list` to see every registered model."
+            f"unknown model {name!r}.{hint} Run `bench list` to see every registered model "
+            "(a model defined in a plugin file needs `--plugin PATH`)."
         )
     return _MODELS[name]
 
