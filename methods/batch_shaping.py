@@ -29,8 +29,12 @@ source reachable here (config fields, listed in `bench_info["unconfirmed"]`): th
 λ = 0.75 and its annealing, τ = 2/3 (all three from community re-implementations that agree), the gate
 head's width 16 and its BatchNorm, the straight-through hard gates in training, the L0 weight γ (default
 0.1 here) and its ramp, the normalisation of the L0 term (here the fraction of open gates, so γ means
-the same on every backbone), and, for bottleneck blocks, which conv is gated (here the first 1×1 conv,
-as for basic blocks).
+the same on every backbone), for bottleneck blocks which conv is gated (here the first 1×1 conv, as
+for basic blocks), and the initial bias of the gate logits, 3.0: gates start open with probability
+sigmoid(3) ≈ 0.95, so training starts near the plain ResNet and the losses close gates (ConvNet-AIG's
+official code likewise biases its gates towards "execute"). With PyTorch's default (≈ 0) every block
+drops half its channels at random from the first step: on 4,000 Fashion-MNIST images for one epoch
+that reached 40 % test accuracy against 71 % with 3.0 (ResNet-20: 72 %).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from bench.registry import register
 
 UNCONFIRMED = [
     "prior_alpha", "prior_beta", "bas_weight", "bas_end", "tau", "gate_hidden", "straight_through",
-    "l0_weight", "l0_start", "l0_end", "l0_normalisation", "bottleneck_gated_conv",
+    "l0_weight", "l0_start", "l0_end", "l0_normalisation", "bottleneck_gated_conv", "gate_bias_init",
 ]  # fmt: skip
 
 
@@ -66,6 +70,7 @@ class BatchShapingConfig:
     tau: float = 2 / 3  # binary concrete temperature (training)
     gate_hidden: int = 16  # width of the gate head's hidden layer
     straight_through: bool = True  # hard gates in the forward pass, relaxed gradient
+    gate_bias_init: float = 3.0  # initial bias of the gate logits: P(open) = sigmoid(3) ≈ 0.95
 
     def weights(self, progress: float) -> tuple[float, float]:
         """(λ, γ) at `progress` in [0, 1]."""
@@ -185,13 +190,22 @@ class ChannelGate(nn.Module):
 
     is_gate_network = True
 
-    def __init__(self, in_channels: int, channels: int, hidden: int, tau: float, straight_through: bool):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        hidden: int,
+        tau: float,
+        straight_through: bool,
+        bias_init: float,
+    ):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Linear(in_channels, hidden)
         self.bn = nn.BatchNorm1d(hidden)
         self.relu = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, channels)
+        nn.init.constant_(self.fc2.bias, bias_init)
         self.tau = tau
         self.straight_through = straight_through
         self.prob: Tensor | None = None  # sigmoid(logit) of the last forward: what the losses shape
@@ -210,7 +224,9 @@ class ChannelGate(nn.Module):
 
 
 def _gate_head(block: nn.Module, in_channels: int, channels: int, cfg: BatchShapingConfig) -> None:
-    block.gate = ChannelGate(in_channels, channels, cfg.gate_hidden, cfg.tau, cfg.straight_through)
+    block.gate = ChannelGate(
+        in_channels, channels, cfg.gate_hidden, cfg.tau, cfg.straight_through, cfg.gate_bias_init
+    )
     block.gate_site = GateSite("channel", produces=("conv1",), consumes=("conv2",))
     block.gating = True  # False: every gate is 1 (the plain block, for tests and ablations)
 

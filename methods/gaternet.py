@@ -41,7 +41,13 @@ defaults chosen here and listed in `bench_info["unconfirmed"]`:
   whether the hard share ramps up (tensor2tensor ramps it from ~0 to 1/2 over 2·startup_steps with
   `inverse_exp_decay`; default here: no ramp, 1/2 from the first step, `hard_ramp` turns it on);
 - the gater's feature extractor on ImageNet (default: torchvision ResNet-18 without its classifier);
-- the FC layers have biases and no BatchNorm.
+- the FC layers have biases and no BatchNorm;
+- the initial bias of the gate logits, 1.0: most gates start open (P = Φ(1) ≈ 0.84 for a hard gate
+  under σ = 1 noise), so training starts near the plain backbone, while logit + noise stays mostly
+  below ln 11 ≈ 2.4, where the saturating sigmoid is flat and passes no gradient. PyTorch's default
+  (≈ 0) closes half the filters at random from the first step: on 4,000 Fashion-MNIST images for one
+  epoch it reached 28 % test accuracy against 57 % with 1.0 (ResNet-20: 72 %); a bias of 5 saturates
+  every gate at 1 and the gater never learns.
 
 Gate interface (`bench.gates`): each gated block carries the site of its first conv's gate
 (produces conv1, consumes conv2); every further gated conv carries its own site (produces itself). A
@@ -84,6 +90,7 @@ class GaterNetConfig:
     hard_ramp: float = 0.0  # fraction of training over which the hard share ramps up (0 = none)
     gated_convs: str = "all"  # "all" convs of every residual block, or "inner" (all but the last)
     gater_arch: str = "resnet20"  # the gater's feature extractor: "resnet20" (CIFAR) or "resnet18"
+    gate_bias_init: float = 1.0  # initial bias of the gate logits (see the module docstring)
 
 
 def saturating_sigmoid(x: Tensor) -> Tensor:
@@ -135,6 +142,7 @@ class Gater(nn.Module):
         self.fc1 = nn.Linear(feature_dim, cfg.b)
         self.relu = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(cfg.b, num_gates)
+        nn.init.constant_(self.fc2.bias, cfg.gate_bias_init)
         self.semhash = ImprovedSemHash(cfg.noise_std, cfg.hard_fraction, cfg.hard_ramp)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -251,9 +251,11 @@ def test_bench_info_lists_unconfirmed_defaults():
 
 def active_fraction_after_training(l0_weight: float, steps: int = 30) -> float:
     torch.manual_seed(0)
+    # gates start undecided (bias 0, not the default 3), so that a few dozen steps can move them
     model = create_model(
-        "bas_resnet20", num_classes=4, in_chans=1, bas_weight=0.0, l0_weight=l0_weight, l0_end=0.0
-    )
+        "bas_resnet20", num_classes=4, in_chans=1, bas_weight=0.0, l0_weight=l0_weight, l0_end=0.0,
+        gate_bias_init=0.0,
+    )  # fmt: skip
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(64, 1, 12, 12, generator=generator)
     y = torch.randint(0, 4, (64,), generator=generator)
@@ -294,3 +296,10 @@ def test_executed_macs_from_the_recorded_gates():
     counted = module_macs(model, x[:1])
     skipped = sum(v for n, v in counted.exclusive.items() if n.endswith((".conv1", ".conv2")))
     assert executed_macs(model, x).tolist() == [static - skipped, static - skipped]
+
+
+def test_gates_start_open_with_probability_about_095():
+    model = small_bas().train()
+    model(torch.randn(8, 1, 16, 16))
+    probs = torch.cat([h.prob for h in model.gate_heads()], dim=1).detach()
+    assert abs(probs.mean().item() - torch.sigmoid(torch.tensor(3.0)).item()) < 0.02

@@ -279,3 +279,11 @@ def test_executed_macs_from_the_recorded_gates():
     counted = module_macs(model, x[:1])
     always = counted.exclusive["conv1"] + counted.exclusive["fc"] + gate_network_macs(model, counted)
     assert executed_macs(model, x).tolist() == [always, always]
+
+
+def test_gates_start_mostly_open_and_off_the_saturated_ends():
+    model = small_gaternet()
+    assert bool((model.gater.fc2.bias == 1.0).all())
+    with torch.no_grad():
+        model.eval()(torch.randn(8, 1, 28, 28))
+    assert float(torch.cat([g for _, g in collect(model).values()], dim=1).mean()) > 0.8
