@@ -1,9 +1,10 @@
 """How measurement sees a gate, whatever the method.
 
 A gated module carries `gate_site: GateSite` and, after each forward, `last_gate`: a tensor of shape
-[batch, channels] (kind "channel") or [batch, 1] (kind "block"), exactly 0/1 in eval mode. The names in
-a site are relative to the module that carries it (so a gated block can sit anywhere in a network);
-`collect` makes them absolute. Modules that compute gates (a gater network, per-block gate heads) set
+[batch, channels] (kind "channel") or [batch, 1] (kind "block"), exactly 0/1 in eval mode. A module
+that applies several gates (a bottleneck gating each of its convs) carries `gate_sites` and
+`last_gates` instead, dicts with the same keys. The names in a site are relative to the module that
+carries it (so a gated block can sit anywhere in a network); `collect` makes them absolute. Modules that compute gates (a gater network, per-block gate heads) set
 `is_gate_network = True` so their own cost can be reported on its own.
 """
 
@@ -34,17 +35,26 @@ def collect(model: nn.Module) -> dict[str, tuple[GateSite, Tensor]]:
     """Module name -> (site with absolute module names, gate of the last forward)."""
     found = {}
     for name, module in model.named_modules():
-        site = getattr(module, "gate_site", None)
-        if site is None:
-            continue
-        gate = getattr(module, "last_gate", None)
-        if gate is None:
-            raise RuntimeError(f"gated module {name or type(module).__name__!r} has run no forward yet")
-        found[name] = (
-            replace(site, produces=_qualify(name, site.produces), consumes=_qualify(name, site.consumes)),
-            gate,
-        )
+        sites, gates = _sites_of(module)
+        for key, site in sites.items():
+            gate = gates.get(key) if gates else None
+            label = f"{name}:{key}" if key else name  # "block:conv2"
+            if gate is None:
+                raise RuntimeError(f"gated module {label or type(module).__name__!r} has run no forward yet")
+            found[label] = (
+                replace(site, produces=_qualify(name, site.produces), consumes=_qualify(name, site.consumes)),
+                gate,
+            )
     return found
+
+
+def _sites_of(module: nn.Module) -> tuple[dict[str, GateSite], dict[str, Tensor] | None]:
+    if getattr(module, "gate_sites", None) is not None:
+        return module.gate_sites, getattr(module, "last_gates", None)
+    if getattr(module, "gate_site", None) is not None:
+        gate = getattr(module, "last_gate", None)
+        return {"": module.gate_site}, None if gate is None else {"": gate}
+    return {}, None
 
 
 def gate_networks(model: nn.Module) -> list[str]:

@@ -49,10 +49,10 @@ defaults chosen here and listed in `bench_info["unconfirmed"]`:
   epoch it reached 28 % test accuracy against 57 % with 1.0 (ResNet-20: 72 %); a bias of 5 saturates
   every gate at 1 and the gater never learns.
 
-Gate interface (`bench.gates`): each gated block carries the site of its first conv's gate
-(produces conv1, consumes conv2); every further gated conv carries its own site (produces itself). A
-bottleneck's conv3 therefore does not see conv2's gate as a consumer: executed MACs of conv3 count all
-its input channels, an overestimate, until a module can carry more than one site. The gater is marked
+Gate interface (`bench.gates`): each gated block carries one site per gated conv (`gate_sites`):
+it produces that conv's filters and is consumed by the block's next conv (conv1 -> conv2, conv2 ->
+conv3); the block's last conv feeds the residual sum, so its gate removes no input channel of the
+next block. The gater is marked
 `is_gate_network`: its cost (about one ResNet-20 on CIFAR) is always counted.
 """
 
@@ -157,17 +157,18 @@ def _declare_gates(block: nn.Module, convs: tuple[str, ...], order: tuple[str, .
     block.gated_convs = convs
     block.gate_widths = [getattr(block, name).out_channels for name in convs]
     block.num_gates = sum(block.gate_widths)
-    first = convs[0]
-    block.gate_site = GateSite("channel", produces=(first,), consumes=(order[order.index(first) + 1],))
-    for name in convs[1:]:
-        getattr(block, name).gate_site = GateSite("channel", produces=("",))
+    # a gated conv's closed filters are also missing from the next conv's input; the block's last conv
+    # feeds the residual sum, where the identity keeps every channel alive
+    block.gate_sites = {
+        name: GateSite("channel", produces=(name,), consumes=tuple(order[order.index(name) + 1 :][:1]))
+        for name in convs
+    }
 
 
 def _split_gates(block: nn.Module, gates: Tensor) -> dict[str, Tensor]:
     """The block's slice of the gater output, by conv name, each [batch, channels]; records them."""
     split = dict(zip(block.gated_convs, gates.split(block.gate_widths, dim=1), strict=True))
-    for i, (name, gate) in enumerate(split.items()):
-        (block if i == 0 else getattr(block, name)).last_gate = gate.detach()
+    block.last_gates = {name: gate.detach() for name, gate in split.items()}
     return split
 
 

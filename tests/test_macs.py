@@ -96,3 +96,39 @@ def test_a_gate_naming_a_missing_conv_is_reported():
     model.block.gate_site = GateSite("channel", produces=("conv9",))
     with pytest.raises(ValueError, match="conv9"):
         executed_macs(model, torch.randn(2, 3, 6, 6))
+
+
+class ToyBottleneck(nn.Module):
+    """Three convs, each gated: a module with several gate sites (`gate_sites` / `last_gates`)."""
+
+    def __init__(self, gates: dict[str, torch.Tensor]):
+        super().__init__()
+        self.conv1 = nn.Conv2d(4, 2, 1, bias=False)
+        self.conv2 = nn.Conv2d(2, 2, 3, padding=1, bias=False)
+        self.conv3 = nn.Conv2d(2, 4, 1, bias=False)
+        self.gate_sites = {
+            "conv1": GateSite("channel", produces=("conv1",), consumes=("conv2",)),
+            "conv2": GateSite("channel", produces=("conv2",), consumes=("conv3",)),
+            "conv3": GateSite("channel", produces=("conv3",)),
+        }
+        self.gates = gates
+
+    def forward(self, x):
+        self.last_gates = self.gates
+        out = self.conv1(x) * self.gates["conv1"][:, :, None, None]
+        out = self.conv2(out) * self.gates["conv2"][:, :, None, None]
+        return x + self.conv3(out) * self.gates["conv3"][:, :, None, None]
+
+
+def test_several_sites_on_one_module_count_each_conv_by_both_of_its_gates():
+    # 5×5 positions: conv1 4·2·25 = 200, conv2 9·2·2·25 = 900, conv3 2·4·25 = 200
+    gates = {
+        "conv1": torch.tensor([[1.0, 0.0]]),
+        "conv2": torch.tensor([[0.0, 1.0]]),
+        "conv3": torch.tensor([[1.0, 1, 0, 0]]),
+    }
+    model = ToyBottleneck(gates).eval()
+    assert static_macs(model, (4, 5, 5)) == 1300
+    assert set(collect(model)) == {":conv1", ":conv2", ":conv3"}
+    # conv1: half its outputs; conv2: half in × half out; conv3: half its inputs × half its outputs
+    assert executed_macs(model, torch.randn(1, 4, 5, 5)).tolist() == [200 / 2 + 900 / 4 + 200 / 4]
