@@ -19,6 +19,7 @@ that count as `target_params`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import cache, partial
 
@@ -87,7 +88,8 @@ def multiplier_for(make: Callable, base_widths: tuple[int, ...], target_params: 
 
     A width round(m·w) changes only where m·w crosses a half-integer, so (the base widths dividing the
     widest one, w₀) every distinct network is reached by an m = (t + ½) / (2·w₀) for an integer t,
-    a point where no width is a tie. Parameters grow with t: bracket the target, then bisect.
+    a point where no width is a tie. Parameters grow with t: bracket the target near the m² guess,
+    then bisect.
     """
     steps = 2 * max(base_widths)
 
@@ -96,16 +98,19 @@ def multiplier_for(make: Callable, base_widths: tuple[int, ...], target_params: 
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
             return n_params(make(scaled_widths(base_widths, (t + 0.5) / steps)))
 
-    lo = steps  # m just above 1: the base network itself
-    if params(lo) > target_params:
+    base = params(steps)  # m just above 1: the base network itself
+    if base > target_params:
         raise ValueError(
-            f"target_params={target_params:,} is below the unwidened network's {params(lo):,} parameters; "
+            f"target_params={target_params:,} is below the unwidened network's {base:,} parameters; "
             "ResNet-Wider only widens"
         )
-    hi = 2 * lo
+    guess = int(steps * math.sqrt(target_params / base))  # parameters grow about as m²
+    lo, hi = max(steps, guess - 4), guess + 4
+    while lo > steps and params(lo) >= target_params:  # bracket the target ...
+        lo = max(steps, 2 * lo - hi)
     while params(hi) < target_params:
-        lo, hi = hi, 2 * hi
-    while hi - lo > 1:
+        hi = 2 * hi - lo
+    while hi - lo > 1:  # ... then bisect
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if params(mid) < target_params else (lo, mid)
     best = min((lo, hi), key=lambda t: abs(params(t) - target_params))
