@@ -10,8 +10,8 @@ channels when the shape changes, so the shortcuts add no parameters (ResNet-20: 
 ResNet-164 (9n + 2 layers, n = 18): the same stem and stages, but pre-activation bottleneck units
 (BN-ReLU-1×1, BN-ReLU-3×3, BN-ReLU-1×1 with 4× expansion, so stage outputs are 64, 128 and 256) and
 a final BN-ReLU before the pooling (1.70M parameters). This is the ResNet-164 GaterNet uses as a
-backbone. Where the paper text is silent it follows the authors' Torch code
-(KaimingHe/resnet-1k-layers, `resnet-pre-act.lua`):
+backbone. Where the paper text is silent it follows the Torch re-implementation the authors released
+(KaimingHe/resnet-1k-layers, `resnet-pre-act.lua`; the paper's runs used Caffe):
 - the stem conv has no BN-ReLU of its own; the first unit's BN-ReLU pre-activates it;
 - the unit that changes the shape has a 1×1 projection shortcut (no BN) that, like the residual branch,
   takes the pre-activated input;
