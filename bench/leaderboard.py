@@ -1,33 +1,42 @@
 """The leaderboard, generated from the result store and nothing else (never edited by hand).
 
-`leaderboard/<suite>.md` has, per dataset, one row per model and configuration: top-1 mean ± std over
-seeds with n, params, static and executed MACs, the gate network's MACs, latency and device.
-Generation is deterministic: the same records give the same bytes, so any store version can be
-rebuilt (`--at`) and a test can check that the committed leaderboard matches the committed store.
+`leaderboard/<suite>.md` has, per dataset, one row per model, configuration and origin (our runs, or
+one submitter's): top-1 mean ± std over seeds with n, a status badge (measured / submitted / verified),
+the paper-reported top-1 with our difference to it, params, static and executed MACs, the gate
+network's MACs, latency and device, and a figure of top-1 against MACs (`bench.plots`). Models the
+suite declares but nobody has run show "not yet run". `leaderboard/README.md` indexes the suites and
+lists every store version; `leaderboard/paper.md` lists the paper-reported numbers with their sources.
+
+Generation is deterministic: the same store gives the same bytes, so any store version can be rebuilt
+(`--at`) and a test can check that the committed leaderboard matches the committed store. Paper
+numbers and suite declarations come from the files in the working tree, not from the store version.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean, stdev
 
 import pandas as pd
 
-from bench.config import SuiteError, load_suite
+from bench.config import SuiteError, list_suites, load_suite
 from bench.gate_figures import plot_gate_stats
-from bench.results import ResultStore, records_digest
-from bench.schema import Record
+from bench.plots import Point, plot_accuracy_macs
+from bench.results import ResultStore
+from bench.schema import PaperReference, Record
 
 NOT_RUN = "not yet run"
-SHOWN = ("measured", "submitted", "verified")
+NONE = "–"
+ROWS = ("measured", "submitted")  # verified records are re-runs: they mark rows, they are not rows
 
 
 def _millions(value: float | None, unit: str = "M") -> str:
     if value is None:
-        return "–"
+        return NONE
     return f"{value / 1e9:.3f}G" if value >= 1e9 else f"{value / 1e6:.2f}{unit}"
 
 
@@ -39,70 +48,239 @@ def _latency_bs1(record: Record) -> str:
     for lat in record.metrics.latency:
         if lat.batch_size == 1:
             return f"{lat.median_ms:.2f}"
-    return "–"
+    return NONE
 
 
-def _row(model: str, group: list[Record]) -> dict[str, str]:
-    m = [r.metrics for r in group]
-    first = group[0]
+def _device(record: Record) -> str:
+    env = record.environment
+    return env.device_name if env.device == "cpu" else f"{env.device} ({env.device_name})"
+
+
+def _badge(status: str) -> str:
+    return f"`{status}`"
+
+
+@dataclass
+class Group:
+    """One table row: the runs (seeds) of one model, configuration and origin on one dataset."""
+
+    model: str
+    config_hash: str
+    origin: str  # "measured" or the submitter's name
+    records: list[Record] = field(default_factory=list)
+    verified_by: dict[str, Record] = field(default_factory=dict)  # verified record id -> its verifier
+
+    @property
+    def top1(self) -> list[float]:
+        return [r.metrics.top1_pct for r in self.records]
+
+
+def _matches(ref: PaperReference, model: str, model_args: dict, model_info: dict | None) -> bool:
+    """Does `ref` describe this model? Same name, its arguments, and the same layout where both say."""
+    if ref.model != model or any(model_args.get(k) != v for k, v in ref.model_args.items()):
+        return False
+    layout = (model_info or {}).get("layout")
+    return ref.layout is None or layout is None or layout == ref.layout
+
+
+class References:
+    """The confirmed paper numbers shown on one page, numbered in order of first use."""
+
+    def __init__(self, refs: list[tuple[str, PaperReference]]):
+        self.refs = refs
+        self.used: list[tuple[str, PaperReference]] = []
+
+    def top1(self, dataset: str, model: str, model_args: dict, model_info: dict | None) -> list[tuple[int, PaperReference]]:  # fmt: skip
+        out = []
+        for paper, ref in self.refs:
+            if (
+                ref.dataset == dataset
+                and ref.our_metric == "top1_pct"
+                and _matches(ref, model, model_args, model_info)
+            ):
+                if (paper, ref) not in self.used:
+                    self.used.append((paper, ref))
+                out.append((self.used.index((paper, ref)) + 1, ref))
+        return out
+
+
+def _reference_line(number: int, paper: str, ref: PaperReference) -> str:
+    shown = f"{ref.our_metric.replace('_pct', '').replace('top', 'top-')} {ref.our_value:.2f}%"
+    facts = [f"layout {ref.layout}" if ref.layout else "", ref.protocol, ref.note]
+    extra = "".join(f"; {f}" for f in facts if f)
+    return (f"{number}. {paper}, {ref.table}: `{ref.model}` on {ref.dataset}, {ref.stated()} "
+            f"(shown as {shown}){extra}. Source: {ref.source}: “{ref.quote.strip()}”")  # fmt: skip
+
+
+def _paper_cells(refs: list[tuple[int, PaperReference]], top1: list[float] | None) -> dict[str, str]:
+    if not refs:
+        return {"Paper top-1 (%)": NONE, "Δ vs paper": NONE}
+    paper = "; ".join(f"{ref.our_value:.2f} [{n}]" for n, ref in refs)
+    delta = f"{mean(top1) - refs[0][1].our_value:+.2f}" if top1 else NONE
+    return {"Paper top-1 (%)": paper, "Δ vs paper": delta}
+
+
+def _status(group: Group) -> str:
+    badges = [_badge("measured" if group.origin == "measured" else "submitted")]
+    verified = sum(r.record_id in group.verified_by for r in group.records)
+    if verified:
+        badges.append(
+            _badge("verified")
+            + ("" if verified == len(group.records) else f" {verified}/{len(group.records)}")
+        )
+    return " ".join(badges)
+
+
+def _row(label: str, group: Group, refs: References, dataset: str) -> dict[str, str]:
+    m = [r.metrics for r in group.records]
+    first = group.records[0]
     executed = [x.executed_macs.mean for x in m if x.executed_macs]
+    paper = refs.top1(dataset, group.model, first.model_args, first.model_info)
     return {
-        "Model": model,
-        "Top-1 (%)": _mean_std([x.top1_pct for x in m]),
-        "n": str(len(group)),
+        "Model": label,
+        "Status": _status(group),
+        "Top-1 (%)": _mean_std(group.top1),
+        "n": str(len(group.records)),
+        **_paper_cells(paper, group.top1),
         "Top-5 (%)": _mean_std([x.top5_pct for x in m]),
         "Params": _millions(m[0].params),
         "MACs": _millions(m[0].static_macs),
-        "Executed MACs": _millions(mean(executed)) if executed else "–",
+        "Executed MACs": _millions(mean(executed)) if executed else NONE,
         "Gate MACs": _millions(m[0].gate_network_macs),
         "Latency bs1 (ms)": _latency_bs1(first),
-        "Device": first.environment.device_name
-        if first.environment.device == "cpu"
-        else first.environment.device,
-        "Status": "/".join(sorted({r.status for r in group})),
+        "Device": _device(first),
     }
 
 
-def suite_markdown(suite: str, records: list[Record], version: int, declared: list[str] | None) -> str:
-    runs = [r for r in records if r.status in SHOWN]
-    failed = [r for r in records if r.status == "failed"]
+def _not_run_row(model: str, model_args: dict, refs: References, dataset: str) -> dict[str, str]:
+    row = {"Model": model, "Status": NONE, "Top-1 (%)": NOT_RUN, "n": "0"}
+    return row | _paper_cells(refs.top1(dataset, model, model_args, None), None)
+
+
+def group_records(records: list[Record], dataset: str) -> list[Group]:
+    """The rows of one dataset, verified records attached to the rows of the records they verified."""
+    groups: dict[tuple[str, str, str], Group] = {}
+    for r in records:
+        if r.dataset == dataset and r.status in ROWS:
+            origin = "measured" if r.status == "measured" else r.submitter
+            key = (r.model, r.config_hash, origin)
+            groups.setdefault(key, Group(*key)).records.append(r)
+    verifier = {r.verification.record_id: r for r in records if r.status == "verified" and r.verification}
+    for g in groups.values():
+        g.verified_by = {r.record_id: verifier[r.record_id] for r in g.records if r.record_id in verifier}
+    return [groups[k] for k in sorted(groups)]
+
+
+@dataclass
+class DatasetTable:
+    dataset: str
+    rows: list[dict[str, str]]
+    points: list[Point]
+
+
+def dataset_table(dataset: str, records: list[Record], declared: list[str], declared_args: dict[str, dict],
+                  refs: References) -> DatasetTable:  # fmt: skip
+    groups = group_records(records, dataset)
+    configs = Counter(model for model, _ in {(g.model, g.config_hash) for g in groups})
+    rows, points = [], []
+    for g in groups:
+        label = g.model if configs[g.model] == 1 else f"{g.model} (config {g.config_hash[:8]})"
+        if g.origin != "measured":
+            label += f" (submitted by {g.origin})"
+        rows.append(_row(label, g, refs, dataset))
+        m = g.records[0].metrics
+        executed = [r.metrics.executed_macs.mean for r in g.records if r.metrics.executed_macs]
+        points.append(Point(label, g.records[0].model_family, mean(executed) if executed else m.static_macs,
+                            bool(executed), mean(g.top1), stdev(g.top1) if len(g.top1) > 1 else 0.0))  # fmt: skip
+    run = {g.model for g in groups if g.origin == "measured"}  # a submission is not our run
+    rows += [_not_run_row(m, declared_args.get(m, {}), refs, dataset) for m in declared if m not in run]
+    return DatasetTable(dataset, rows, points)
+
+
+def _table_markdown(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "_no runs yet_"
+    table = pd.DataFrame(rows).fillna(NONE)
+    score = table["Top-1 (%)"].map(lambda s: -1.0 if s == NOT_RUN else float(s.split(" ")[0]))
+    table = table.assign(_score=score).sort_values(
+        ["_score", "Model"], ascending=[False, True], kind="stable"
+    )
+    return table.drop(columns="_score").to_markdown(index=False, disable_numparse=True)
+
+
+def plot_name(suite: str, dataset: str) -> str:
+    return f"{suite}-{dataset}.png"
+
+
+def suite_markdown(suite: str, records: list[Record], version: int, digest: str,
+                   declared: tuple[list[str], dict[str, dict], list[str]] | None,
+                   refs: References) -> tuple[str, list[DatasetTable]]:  # fmt: skip
+    """The page of one suite and its tables (whose points the figures are drawn from)."""
+    models, model_args, datasets = declared or ([], {}, [])
     lines = [
         f"# Leaderboard: `{suite}`",
         "",
         f"Generated by `bench leaderboard` from {len(records)} records of `results/runs/{suite}.jsonl` "
-        f"at store version {version} (records sha256 `{records_digest(records)[:16]}`). "
-        f"Newest record: {max((r.created_at for r in records), default='–')}.",
+        f"at store version {version} (store sha256 `{digest[:16]}`). "
+        f"Newest record: {max((r.created_at for r in records), default=NONE)}.",
         "",
-        "Top-1 is mean ± std over seeds (n seeds). MACs are multiply-accumulates of convolution and linear "
-        "layers per sample; executed MACs count only what the gates let run, as the mean over the "
-        "evaluation set; gate MACs are the gate network's own cost (included in executed MACs). "
-        "Latency is the median per batch of 1 after warm-up.",
+        "Top-1 is mean ± std over seeds (n seeds). Status: `measured` rows were run by `bench run`, "
+        "`submitted` rows were sent with `bench submit` (self-reported, with a link to their code), "
+        "`verified` means `bench verify` re-ran the record's configuration and matched its top-1 within "
+        "the stated tolerance. Paper top-1 is the paper-reported number (see the references below; "
+        "error rates converted to accuracy), and Δ is our mean minus it. MACs are multiply-accumulates "
+        "of convolution and linear layers per sample; executed MACs count only what the gates let run, "
+        "as the mean over the evaluation set; gate MACs are the gate network's own cost (included in "
+        "executed MACs). Latency is the median per batch of 1 after warm-up.",
     ]
-    datasets = sorted({r.dataset for r in records})
-    for dataset in datasets:
-        groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
-        for r in runs:
-            if r.dataset == dataset:
-                groups[(r.model, r.config_hash)].append(r)
-        configs_per_model = defaultdict(int)
-        for model, _ in groups:
-            configs_per_model[model] += 1
-        rows = []
-        for (model, chash), group in groups.items():
-            label = model if configs_per_model[model] == 1 else f"{model} (config {chash[:8]})"
-            rows.append(_row(label, group))
-        run_models = {m for m, _ in groups}
-        for model in declared or []:
-            if model not in run_models:
-                rows.append({"Model": model, "Top-1 (%)": NOT_RUN})
-        table = pd.DataFrame(rows).fillna("")
-        if len(table):
-            score = table["Top-1 (%)"].map(
-                lambda s: float(s.split(" ")[0]) if s not in (NOT_RUN, "") else -1.0
-            )
-            table = table.assign(_score=score).sort_values(["_score", "Model"], ascending=[False, True])
-            table = table.drop(columns="_score")
-        lines += ["", f"## {dataset}", "", table.to_markdown(index=False) if len(table) else "_no runs yet_"]
+    tables = []
+    for dataset in sorted(set(datasets) | {r.dataset for r in records}):
+        table = dataset_table(dataset, records, models, model_args, refs)
+        tables.append(table)
+        lines += ["", f"## {dataset}", "", _table_markdown(table.rows)]
+        if table.points:
+            lines += ["", f"![Top-1 against MACs on {dataset}]({plot_name(suite, dataset)})"]
+    if refs.used:
+        lines += ["", "## Paper-reported references", "", "Numbers as the papers (or their authors' "
+                  "releases) state them; only numbers confirmed by a quote are shown.", ""]  # fmt: skip
+        lines += [_reference_line(i + 1, paper, ref) for i, (paper, ref) in enumerate(refs.used)]
+    lines += _notes(records)
+    return "\n".join(lines) + "\n", tables
+
+
+def _notes(records: list[Record]) -> list[str]:
+    runs = [r for r in records if r.status in ROWS]
+    lines = []
+    submitted = sorted(
+        (r for r in records if r.status == "submitted"), key=lambda r: (r.store_version, r.record_id)
+    )
+    verifier = {r.verification.record_id: r for r in records if r.status == "verified" and r.verification}
+    if submitted:
+        lines += ["", "## Submissions", ""]
+        for r in submitted:
+            v = verifier.get(r.record_id)
+            check = (f"verified by `{v.record_id}` (re-run {v.verification.measured:.2f}%, Δ "
+                     f"{v.verification.delta:+.2f}, tolerance {v.verification.tolerance:.2f})"
+                     if v else "not verified")  # fmt: skip
+            lines.append(f"- `{r.record_id}` · `{r.model}` · {r.dataset} · seed {r.seed} · top-1 "
+                         f"{r.metrics.top1_pct:.2f}% · by {r.submitter} · [code]({r.code_url}) · store version "
+                         f"{r.store_version} · {check}")  # fmt: skip
+    verified = sorted(
+        (r for r in records if r.status == "verified"), key=lambda r: (r.store_version, r.record_id)
+    )
+    if verified:
+        lines += [
+            "",
+            "## Verifications",
+            "",
+            "Each line is a re-run by `bench verify` of the record it names:",
+            "",
+        ]
+        for r in verified:
+            v = r.verification
+            lines.append(f"- `{r.record_id}` verifies `{v.record_id}` (`{r.model}` · {r.dataset} · seed {r.seed}): "
+                         f"{v.metric} {v.submitted:.2f} stated, {v.measured:.2f} re-run (Δ {v.delta:+.2f}, "
+                         f"tolerance {v.tolerance:.2f}) on {_device(r)}, by {r.submitter}")  # fmt: skip
     notes = {}
     for r in runs:
         if r.model_info:
@@ -118,42 +296,88 @@ def suite_markdown(suite: str, records: list[Record], version: int, declared: li
         lines += [f"- [{r.model} · {r.dataset} · seed {r.seed}]({gate_figure(r)}): {r.gates['always_on']} always on, "
                   f"{r.gates['always_off']} always off, {r.gates['input_dependent']} input-dependent of "
                   f"{r.gates['gates']} gates" for r in gated]  # fmt: skip
+    failed = [r for r in records if r.status == "failed"]
     if failed:
         lines += ["", "## Failed runs", ""]
         lines += [f"- `{r.model}` · {r.dataset} · seed {r.seed}: {r.failure_reason}" for r in failed]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def index_markdown(store: ResultStore, records: list[Record], version: int) -> str:
-    by_suite = defaultdict(list)
-    for r in records:
-        by_suite[r.suite].append(r)
+def index_markdown(suites: list[str], records: list[Record], version: int, digest: str) -> str:
     lines = [
         "# ChannelBench leaderboard",
         "",
-        f"Store version {version}, {len(records)} records (sha256 `{records_digest(records)[:16]}`). "
-        "Generated from `results/` by `bench leaderboard`; do not edit by hand.",
+        f"Store version {version}, {len(records)} records (store sha256 `{digest[:16]}`). "
+        "Generated from `results/` by `bench leaderboard`; do not edit by hand. "
+        "Paper-reported numbers and their sources: [paper.md](paper.md).",
         "",
-        "| Suite | Records | Datasets | Models |",
-        "|---|---|---|---|",
+        "| Suite | Suite version | Datasets | Models we ran | Records | Submitted | Verified | Newest record |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for suite, recs in sorted(by_suite.items()):
-        lines.append(f"| [{suite}]({suite}.md) | {len(recs)} | {', '.join(sorted({r.dataset for r in recs}))} "
-                     f"| {len({r.model for r in recs})} |")  # fmt: skip
+    for suite in suites:
+        recs = [r for r in records if r.suite == suite]
+        declared = _declared(suite)
+        datasets = sorted(set(declared[2] if declared else []) | {r.dataset for r in recs})
+        suite_version = (
+            load_suite(suite).version if declared else max((r.suite_version for r in recs), default=NONE)
+        )
+        status = Counter(r.status for r in recs)
+        run = len({r.model for r in recs if r.status == "measured"})
+        of = f" of {len(declared[0])}" if declared else ""
+        lines.append(f"| [{suite}]({suite}.md) | {suite_version} | {', '.join(datasets)} | {run}{of} | {len(recs)} "
+                     f"| {status['submitted']} | {status['verified']} "
+                     f"| {max((r.created_at for r in recs), default=NONE)} |")  # fmt: skip
     lines += [
         "",
         "## Versions",
         "",
-        "| Version | Records added | Suites | Newest record |",
-        "|---|---|---|---|",
+        "Each accepted batch of records (a finished run, a submission, a verification) is one store "
+        "version; `bench leaderboard --at VERSION` rebuilds the leaderboard as it was after it.",
+        "",
+        "| Version | Records | Suites | Added | Submitters | Newest record |",
+        "|---|---|---|---|---|---|",
     ]
     by_version = defaultdict(list)
     for r in records:
         by_version[r.store_version].append(r)
     for v in sorted(by_version, reverse=True):
         recs = by_version[v]
-        lines.append(f"| {v} | {len(recs)} | {', '.join(sorted({r.suite for r in recs}))} "
-                     f"| {max(r.created_at for r in recs)} |")  # fmt: skip
+        added = ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in recs).items()))
+        lines.append(f"| {v} | {len(recs)} | {', '.join(sorted({r.suite for r in recs}))} | {added} "
+                     f"| {', '.join(sorted({r.submitter for r in recs}))} | {max(r.created_at for r in recs)} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def paper_markdown(store: ResultStore) -> str:
+    confirmed = store.paper_references(confirmed_only=True)
+    unconfirmed = len(store.paper_references(confirmed_only=False)) - len(confirmed)
+    lines = [
+        "# Paper-reported numbers",
+        "",
+        "Generated from `results/paper/*.toml` by `bench leaderboard`; do not edit by hand. Each number is "
+        "shown as the source states it and in our unit (accuracy in percent), with the quote it is read "
+        "from. ImageNet numbers name their bottleneck layout (v1: stride on the first 1×1 conv, as in He "
+        "et al.'s Caffe models; v1.5: stride on the 3×3, as in torchvision). "
+        f"{unconfirmed} further number(s) in `results/paper/` are marked unconfirmed (not yet transcribed "
+        "from the paper) and are not shown.",
+    ]
+    for dataset in sorted({ref.dataset for _, ref in confirmed}):
+        rows = [
+            {
+                "Model": f"`{ref.model}`"
+                + (f" {json.dumps(ref.model_args, sort_keys=True)}" if ref.model_args else ""),
+                "Stated": ref.stated(),
+                "Ours": f"{ref.our_metric.replace('_pct', '').replace('top', 'top-')} {ref.our_value:.2f}%",
+                "Layout": ref.layout or NONE,
+                "Paper": paper,
+                "Where": ref.table,
+                "Notes": "; ".join(x for x in (ref.protocol, ref.note) if x) or NONE,
+                "Source": ref.source,
+            }
+            for paper, ref in sorted(confirmed, key=lambda pr: (pr[1].model, pr[1].metric, pr[0]))
+            if ref.dataset == dataset
+        ]
+        lines += ["", f"## {dataset}", "", pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)]
     return "\n".join(lines) + "\n"
 
 
@@ -168,32 +392,53 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _declared_models(suite: str) -> list[str] | None:
-    try:
-        return list(load_suite(suite).models)
-    except SuiteError:  # a suite that is no longer built in: show what was run
+def _declared(suite: str) -> tuple[list[str], dict[str, dict], list[str]] | None:
+    """(models, model_args, datasets) of a built-in suite; None for a suite that is not built in."""
+    if suite not in list_suites():
         return None
+    try:
+        s = load_suite(suite)
+    except SuiteError:
+        return None
+    return list(s.models), dict(s.model_args), list(s.datasets)
 
 
 def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", suite: str | None = None,
                       at: int | None = None) -> list[Path]:  # fmt: skip
-    """Regenerate `<out_dir>/<suite>.md` (every suite by default) and the index `README.md`."""
+    """Regenerate `<out_dir>/<suite>.md` and its figures (every suite by default), the index `README.md`
+    and `paper.md`; returns the paths written."""
+    current = store.version()
+    if at is not None and not 0 <= at <= current:
+        raise ValueError(f"--at {at}: the store has versions 1 to {current}; pick one of them")
+    records = store.read(at=at)
+    stored_suites = {r.suite for r in records}
+    if suite is not None and suite not in stored_suites and suite not in list_suites():
+        raise ValueError(f"no records of suite {suite!r} in {store.runs} and no built-in suite of that name; "
+                         f"built-in suites: {', '.join(list_suites())}")  # fmt: skip
+    references = store.paper_references()
+    version = max((r.store_version or 0 for r in records), default=0)
+    suites = sorted(stored_suites | set(list_suites()))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    records = store.read(at=at)
-    version = max((r.store_version or 0 for r in records), default=0)
-    suites = [suite] if suite else sorted({r.suite for r in records})
     written = []
-    for name in suites:
+    for name in [suite] if suite else suites:
         recs = [r for r in records if r.suite == name]
+        text, tables = suite_markdown(name, recs, version, store.digest(name, at), _declared(name),
+                                      References(references))  # fmt: skip
+        for table in tables:
+            if table.points:
+                title = f"{name} · {table.dataset}: top-1 against MACs"
+                written.append(plot_accuracy_macs(table.points, title, out / plot_name(name, table.dataset)))
         path = out / f"{name}.md"
-        _write_atomic(path, suite_markdown(name, recs, version, _declared_models(name)))
+        _write_atomic(path, text)
         written.append(path)
-    for r in records:
-        if r.gates and (suite is None or r.suite == suite):
-            written.append(
-                plot_gate_stats(r.gates, f"{r.model} · {r.dataset} · seed {r.seed}", out / gate_figure(r))
-            )
+        for r in recs:
+            if r.gates and r.status in ROWS:
+                written.append(
+                    plot_gate_stats(r.gates, f"{r.model} · {r.dataset} · seed {r.seed}", out / gate_figure(r))
+                )
+    paper = out / "paper.md"
+    _write_atomic(paper, paper_markdown(store))
     index = out / "README.md"
-    _write_atomic(index, index_markdown(store, records, version))
-    return written + [index]
+    _write_atomic(index, index_markdown(suites, records, version, store.digest(at=at)))
+    return written + [paper, index]

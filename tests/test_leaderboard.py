@@ -1,8 +1,12 @@
-"""The leaderboard is a pure function of the store: committed files match it, old versions rebuild."""
+"""The leaderboard is a pure function of the store: committed files match it, old versions rebuild,
+rows carry status badges and paper numbers, unrun models say so."""
 
 import re
 from pathlib import Path
 
+import pytest
+
+from bench.cli import main
 from bench.leaderboard import NOT_RUN, write_leaderboard
 from bench.results import ResultStore
 from tests.test_results import make_record
@@ -10,40 +14,117 @@ from tests.test_results import make_record
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _row(text: str, start: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(start))
+
+
 def test_committed_leaderboard_is_generated_from_the_committed_store(tmp_path):
     store = ResultStore(REPO / "results")
     written = write_leaderboard(store, tmp_path)
     committed = REPO / "leaderboard"
     for path in (p for p in written if p.suffix == ".md"):
-        assert (committed / path.name).read_text() == path.read_text(), (
-            f"leaderboard/{path.name} differs from what the store generates: run `bench leaderboard`"
+        name = path.relative_to(tmp_path)
+        assert (committed / name).is_file(), f"leaderboard/{name} is missing: run `bench leaderboard`"
+        assert (committed / name).read_text() == path.read_text(), (
+            f"leaderboard/{name} differs from what the store generates: run `bench leaderboard`"
         )
 
 
 def test_at_an_old_version_reproduces_that_versions_files(tmp_path):
     store = ResultStore(tmp_path / "results")
     store.append([make_record(0, top1=60.0)])
-    first = {p.name: p.read_text() for p in write_leaderboard(store, tmp_path / "v1")}
+    first = {p.name: p.read_bytes() for p in write_leaderboard(store, tmp_path / "v1")}
     store.append([make_record(1, top1=70.0)])
-    write_leaderboard(store, tmp_path / "v2")
-    again = {p.name: p.read_text() for p in write_leaderboard(store, tmp_path / "at1", at=1)}
-    assert again == first and (tmp_path / "v2" / "tiny.md").read_text() != first["tiny.md"]
+    store.append([make_record(0, suite="other")])
+    write_leaderboard(store, tmp_path / "v3")
+    again = {p.name: p.read_bytes() for p in write_leaderboard(store, tmp_path / "at1", at=1)}
+    assert again == first  # markdown and figures, byte for byte
+    assert (tmp_path / "v3" / "tiny.md").read_bytes() != first["tiny.md"]
+    assert "other.md" not in again and (tmp_path / "v3" / "other.md").is_file()
+    with pytest.raises(ValueError, match="versions 1 to 3"):
+        write_leaderboard(store, tmp_path / "x", at=4)
+
+
+def test_the_digest_on_the_page_is_the_stores(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    store.append([make_record(0)])
+    write_leaderboard(store, tmp_path / "lb")
+    assert f"store sha256 `{store.digest('tiny')[:16]}`" in (tmp_path / "lb" / "tiny.md").read_text()
+    assert f"store sha256 `{store.digest()[:16]}`" in (tmp_path / "lb" / "README.md").read_text()
 
 
 def test_rows_show_mean_std_over_seeds(tmp_path):
     store = ResultStore(tmp_path / "results")
     store.append([make_record(0, top1=60.0), make_record(1, top1=70.0)])
-    (path, _) = write_leaderboard(store, tmp_path / "lb", suite="tiny")
-    row = next(line for line in path.read_text().splitlines() if line.startswith("| resnet20"))
-    assert "65.00 ± 7.07" in row and re.search(r"\|\s+2\s+\|", row)
+    write_leaderboard(store, tmp_path / "lb", suite="tiny")
+    row = _row((tmp_path / "lb" / "tiny.md").read_text(), "| resnet20")
+    assert "65.00 ± 7.07" in row and re.search(r"\|\s+2\s+\|", row) and "`measured`" in row
 
 
-def test_declared_but_unrun_models_say_so(tmp_path):
+def test_declared_but_unrun_models_say_so_and_no_cell_is_blank(tmp_path):
     store = ResultStore(tmp_path / "results")
     store.append([make_record(0, suite="quick")])
-    (path, _) = write_leaderboard(store, tmp_path / "lb", suite="quick")
+    write_leaderboard(store, tmp_path / "lb", suite="quick")
     from bench.config import load_suite
 
     unrun = [m for m in load_suite("quick").models if m != "resnet20"]
-    text = path.read_text()
-    assert all(f"| {m} " in text for m in unrun) and (NOT_RUN in text or not unrun)
+    text = (tmp_path / "lb" / "quick.md").read_text()
+    assert all(re.search(rf"\| {m} +\| – +\| {NOT_RUN}", text) for m in unrun)
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("|:"):
+            assert not re.search(r"\|\s+\|", line), line  # every cell says something
+
+
+def test_every_built_in_suite_gets_a_page_and_the_index_lists_versions(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    store.append([make_record(0, suite="quick")])
+    store.append(
+        [make_record(1, suite="quick", status="submitted", code_url="https://x.org/c", submitter="bo")]
+    )
+    written = {p.name for p in write_leaderboard(store, tmp_path / "lb")}
+    assert {"cifar.md", "fashion.md", "quick.md", "README.md", "paper.md"} <= written
+    index = (tmp_path / "lb" / "README.md").read_text()
+    assert "Store version 2, 2 records" in index
+    assert re.search(r"\| 2 \| 1 \| quick \| 1 submitted \| bo \|", index)
+    assert re.search(r"\| 1 \| 1 \| quick \| 1 measured \| test \|", index)
+    assert index.index("| 2 | 1 |") < index.index("| 1 | 1 |")  # newest first
+    assert "| [cifar](cifar.md) | 1 | cifar10, cifar100 | 0 of " in index
+
+
+def test_verified_records_badge_their_row_and_are_not_extra_seeds(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    store.append([make_record(0, top1=60.0, status="submitted", code_url="https://x.org/c", submitter="ann"),
+                  make_record(1, top1=62.0, status="submitted", code_url="https://x.org/c", submitter="ann")])  # fmt: skip
+    first = store.read()[0]
+    check = {"record_id": first.record_id, "submitted": 60.0, "measured": 60.5, "tolerance": 1.0}
+    store.append([make_record(0, top1=60.5, status="verified", verification=check, submitter="lab")])
+    write_leaderboard(store, tmp_path / "lb", suite="tiny")
+    text = (tmp_path / "lb" / "tiny.md").read_text()
+    row = _row(text, "| resnet20 (submitted by ann)")
+    assert "`submitted` `verified` 1/2" in row and "61.00 ± 1.41" in row and re.search(r"\|\s+2\s+\|", row)
+    assert f"`{first.record_id}`" in text and "verified by `" in text and "Δ +0.50" in text
+    assert "## Verifications" in text
+
+
+def test_leaderboard_command_regenerates_and_rejects_unknown_versions(tmp_path, capsys):
+    store = tmp_path / "results"
+    (store / "runs").mkdir(parents=True)
+    assert main(["leaderboard", "--out", str(store), "--leaderboard-dir", str(tmp_path / "lb")]) == 0
+    assert (tmp_path / "lb" / "README.md").is_file()
+    assert (
+        main(["leaderboard", "--out", str(store), "--leaderboard-dir", str(tmp_path / "lb2"), "--at", "3"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and err[0].startswith("bench leaderboard: error: --at 3")
+        and not (tmp_path / "lb2").exists()
+    )
+    assert (
+        main(
+            ["leaderboard", "--out", str(store), "--leaderboard-dir", str(tmp_path / "lb3"), "--suite", "zz"]
+        )
+        == 2
+    )
+    assert "no built-in suite" in capsys.readouterr().err and not (tmp_path / "lb3").exists()

@@ -2,21 +2,23 @@
 
 import json
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from bench.results import ResultStore, StoreError
-from bench.schema import Record
+from bench.results import JOURNAL, ResultStore, StoreError, UnknownRecordError
+from bench.schema import SCHEMA_VERSION, Record, upgrade
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def make_record(seed=0, suite="tiny", top1=50.0, **changes) -> Record:
+def record_body(seed=0, suite="tiny", top1=50.0, **changes) -> dict:
     body = {
-        "schema_version": 1, "suite": suite, "suite_version": 1, "model": "resnet20", "model_family": "resnet_cifar",
-        "train_config": {"epochs": 1}, "config_hash": "a" * 64, "dataset": "fashion_mnist",
+        "schema_version": SCHEMA_VERSION, "suite": suite, "suite_version": 1, "model": "resnet20",
+        "model_family": "resnet_cifar", "train_config": {"epochs": 1}, "config_hash": "a" * 64,
+        "dataset": "fashion_mnist",
         "data": {"eval_digest": "b" * 64, "train_size": 10, "eval_size": 10, "input_shape": [1, 28, 28], "source": "x"},
         "seed": seed, "status": "measured",
         "metrics": {"top1_pct": top1, "top5_pct": 90.0, "eval_loss": 1.0, "params": 10, "static_macs": 100,
@@ -27,7 +29,11 @@ def make_record(seed=0, suite="tiny", top1=50.0, **changes) -> Record:
         "submitter": "test", "created_at": "2026-01-01T00:00:00+00:00",
     }  # fmt: skip
     body.update(changes)
-    return Record.model_validate(body)
+    return body
+
+
+def make_record(seed=0, suite="tiny", top1=50.0, **changes) -> Record:
+    return Record.model_validate(record_body(seed, suite, top1, **changes))
 
 
 def test_append_assigns_versions_and_ids(tmp_path):
@@ -38,6 +44,7 @@ def test_append_assigns_versions_and_ids(tmp_path):
     assert [r.store_version for r in records] == [1, 1, 2]
     assert len({r.record_id for r in records}) == 3 and all(len(r.record_id) == 16 for r in records)
     assert [r.seed for r in store.read(at=1)] == [0, 1]
+    assert store.version() == 2
 
 
 def test_records_are_validated_on_write():
@@ -47,6 +54,35 @@ def test_records_are_validated_on_write():
         make_record(top1=101.0)
     with pytest.raises(ValidationError, match="failure_reason"):
         make_record(status="failed")
+    with pytest.raises(ValidationError, match="top-5 includes top-1"):
+        make_record(top1=95.0)  # top5 is 90
+    with pytest.raises(ValidationError, match="code_url"):
+        make_record(status="submitted")
+    with pytest.raises(ValidationError, match="http"):
+        make_record(status="submitted", code_url="file:///etc/passwd")
+    with pytest.raises(ValidationError, match="verification"):
+        make_record(status="verified")
+    with pytest.raises(ValidationError, match="ISO 8601"):
+        make_record(created_at="yesterday")
+
+
+def test_version_1_records_are_still_read(tmp_path):
+    """Schema version 2 added fields; a version-1 line (no verification) reads as before."""
+    store = ResultStore(tmp_path)
+    v1 = record_body(
+        schema_version=1, status="submitted", store_version=1, record_id="c" * 16
+    )  # no code_url in v1
+    store.runs.mkdir(parents=True)
+    store.path("tiny").write_text(json.dumps(v1) + "\n")
+    (record,) = store.read()
+    assert record.schema_version == 1 and record.status == "submitted" and record.verification is None
+    assert upgrade(v1)["schema_version"] == 2
+    with pytest.raises(ValidationError, match="version-2 field"):
+        make_record(schema_version=1, verification={"record_id": "d" * 16, "submitted": 1, "measured": 1,
+                                                    "tolerance": 1})  # fmt: skip
+    store.path("tiny").write_text(json.dumps({**v1, "schema_version": 3}) + "\n")
+    with pytest.raises(StoreError, match="tiny.jsonl:1 is not a valid record"):
+        store.read()
 
 
 def test_a_corrupt_line_is_reported_with_file_and_line(tmp_path):
@@ -56,6 +92,68 @@ def test_a_corrupt_line_is_reported_with_file_and_line(tmp_path):
         f.write('{"schema_version": 1}\n')
     with pytest.raises(StoreError, match=r"tiny.jsonl:2 is not a valid record"):
         store.read()
+
+
+def test_a_line_out_of_version_order_was_edited_by_hand(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append([make_record(0)])
+    store.append([make_record(1)])
+    lines = store.path("tiny").read_text().splitlines()
+    store.path("tiny").write_text("\n".join(reversed(lines)) + "\n")
+    with pytest.raises(StoreError, match="store_version 1 after 2"):
+        store.read()
+
+
+def test_a_failed_check_leaves_the_store_untouched(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append([make_record(0)])
+    before = store.path("tiny").read_bytes()
+
+    def refuse(stored):
+        assert len(stored) == 1
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        store.append([make_record(1)], check=refuse)
+    assert store.path("tiny").read_bytes() == before and store.version() == 1
+
+
+def test_a_batch_over_two_suites_cut_short_is_finished_by_the_next_reader(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append([make_record(0, suite="a"), make_record(0, suite="b")])
+    assert {r.suite for r in store.read(at=1)} == {"a", "b"}
+    # what a writer killed between the two renames leaves: one file renamed, one temporary and the journal
+    store.append([make_record(1, suite="a")])
+    good_b = store.path("b").read_bytes()
+    tmp_b = store.path("b").with_name("b.jsonl.tmp")
+    tmp_b.write_bytes(good_b + make_record(1, suite="b").model_copy(update={"store_version": 3}).with_id()
+                      .model_dump_json().encode() + b"\n")  # fmt: skip
+    (store.runs / JOURNAL).write_text(json.dumps([[str(tmp_b), str(store.path("b"))]]))
+    assert sorted((r.suite, r.seed) for r in store.read()) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert not (store.runs / JOURNAL).exists() and not tmp_b.exists()
+
+
+def test_digest_is_over_stored_bytes_and_reproducible_at_a_version(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append([make_record(0)])
+    first = store.digest()
+    store.append([make_record(1)])
+    assert store.digest(at=1) == first != store.digest()
+    assert (
+        store.digest("tiny") == store.digest()
+        and store.digest("other") == ResultStore(tmp_path / "x").digest()
+    )
+
+
+def test_find_by_id_or_prefix(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append([make_record(0), make_record(1)])
+    record = store.read()[1]
+    assert store.find(record.record_id) == record and store.find(record.record_id[:8]) == record
+    with pytest.raises(UnknownRecordError, match="no record"):
+        store.find("ffffffffff")
+    with pytest.raises(UnknownRecordError, match="too short"):
+        store.find("ab")
 
 
 def _append_many(root: str, worker: int, n: int) -> None:
@@ -76,8 +174,10 @@ def test_two_processes_appending_at_once_lose_nothing(tmp_path):
     assert sorted(r.seed for r in records) == sorted([w * 1000 + i for w in range(2) for i in range(15)])
     assert sorted(r.store_version for r in records) == list(range(1, 31))
     lines = ResultStore(tmp_path).path("tiny").read_text().splitlines()
-    assert all(json.loads(line)["schema_version"] == 1 for line in lines)
+    assert all(json.loads(line)["schema_version"] == SCHEMA_VERSION for line in lines)
+    assert not [f for f in os.listdir(tmp_path / "runs") if f.endswith(".tmp")]
 
 
 def test_committed_store_validates():
     ResultStore(REPO / "results").read()
+    assert ResultStore(REPO / "results").paper_files()

@@ -1,0 +1,78 @@
+"""Top-1 against MACs, one figure per suite and dataset, like the accuracy–MACs figures of the
+Batch-Shaping paper (Ehteshami Bejnordi et al. 2020): one marker per method family, the Pareto front
+(no other point has at least the accuracy at no more MACs) drawn as a step line.
+
+Gated models are placed at their mean executed MACs over the evaluation set, every other model at its
+static MACs. Drawn with the Agg backend and written without the matplotlib version in the PNG's
+metadata, so the same points give the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
+
+
+@dataclass(frozen=True)
+class Point:
+    label: str  # the leaderboard row's model label
+    family: str  # Record.model_family: one marker per family
+    macs: float  # executed MACs (gated) or static MACs, per sample
+    executed: bool  # True when `macs` are executed MACs
+    top1: float  # mean over seeds
+    top1_std: float = 0.0
+
+
+def pareto_front(points: list[Point]) -> list[Point]:
+    """Points no other point beats: none has higher top-1 at no more MACs (or equal top-1 at fewer)."""
+    front, best = [], float("-inf")
+    for p in sorted(points, key=lambda p: (p.macs, -p.top1, p.label)):
+        if p.top1 > best:
+            front.append(p)
+            best = p.top1
+    return front
+
+
+def plot_accuracy_macs(points: list[Point], title: str, path: str | Path) -> Path:
+    """Write the figure to `path` (PNG, atomically) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    families = sorted({p.family for p in points})
+    style = {f: (MARKERS[i % len(MARKERS)], COLOURS[i % len(COLOURS)]) for i, f in enumerate(families)}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for family in families:
+        marker, colour = style[family]
+        mine = sorted((p for p in points if p.family == family), key=lambda p: (p.macs, p.label))
+        for p in mine:
+            ax.errorbar(p.macs / 1e6, p.top1, yerr=p.top1_std or None, fmt=marker, color=colour,
+                        markerfacecolor="none" if p.executed else colour, markersize=7, capsize=2)  # fmt: skip
+            ax.annotate(
+                p.label, (p.macs / 1e6, p.top1), textcoords="offset points", xytext=(5, 4), fontsize=6
+            )
+        ax.plot([], [], marker, color=colour, label=family)
+    front = pareto_front(points)
+    if len(front) > 1:
+        ax.step([p.macs / 1e6 for p in front], [p.top1 for p in front], where="post", color="#444444",
+                linewidth=1, linestyle="--", label="Pareto front")  # fmt: skip
+    if any(p.executed for p in points):
+        ax.plot([], [], "o", color="#444444", markerfacecolor="none", label="executed MACs (gated)")
+    ax.set_xlabel("MACs per image (millions; executed MACs for gated models)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, linewidth=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
