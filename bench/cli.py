@@ -1,4 +1,4 @@
-"""The `bench` command: list, run, measure, gates, leaderboard."""
+"""The `bench` command: list, run, measure, gates, leaderboard, submit, verify."""
 
 from __future__ import annotations
 
@@ -66,6 +66,54 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
 
     for path in write_leaderboard(ResultStore(args.out), args.leaderboard_dir, args.suite, args.at):
         print(path)
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from bench.leaderboard import write_leaderboard
+    from bench.submit import SubmissionError, check_submission, submit
+
+    store = ResultStore(args.out)
+    if args.check:
+        records, problems = check_submission(args.file, store, args.submitter, args.code_url)
+        for problem in problems:
+            print(f"{args.file} {problem}")
+        if problems:
+            raise SubmissionError(
+                f"{args.file}: {len(problems)} problem(s), listed above; nothing was stored"
+            )
+        print(f"{args.file}: all {len(records)} record(s) would be accepted")
+        return
+    version, records = submit(args.file, store, args.submitter, args.code_url)
+    for r in records:
+        print(
+            f"accepted {r.record_id}: {r.model} · {r.dataset} · seed {r.seed} · top-1 {r.metrics.top1_pct:.2f}%"
+        )
+    print(f"{len(records)} record(s) stored as store version {version} in {store.runs}")
+    for suite in sorted({r.suite for r in records}):
+        write_leaderboard(store, args.leaderboard_dir, suite)
+        print(f"leaderboard: {Path(args.leaderboard_dir) / (suite + '.md')}")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from bench.leaderboard import write_leaderboard
+    from bench.verify import verify
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    store = ResultStore(args.out)
+    outcome = verify(
+        args.record_id, store, tolerance=args.tolerance, suite_path=args.suite, data_root=args.data_root,
+        device=args.device, work_dir=args.work_dir, progress=not args.no_progress, submitter=args.submitter,
+    )  # fmt: skip
+    print(outcome.summary())
+    if not outcome.verified:
+        return 1
+    write_leaderboard(store, args.leaderboard_dir, outcome.record.suite)
+    print(f"leaderboard: {Path(args.leaderboard_dir) / (outcome.record.suite + '.md')}")
+    return 0
 
 
 def cmd_gates(args: argparse.Namespace) -> None:
@@ -154,11 +202,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gates)
 
     p = sub.add_parser("leaderboard", help="regenerate the markdown leaderboard from the store")
-    p.add_argument("--suite", help="only this suite (default: every suite in the store)")
+    p.add_argument(
+        "--suite", help="only this suite (default: every built-in suite and every suite in the store)"
+    )
     p.add_argument("--at", type=int, help="rebuild the leaderboard as it was at this store version")
     p.add_argument("--out", default="results", help="the result store (default: results/)")
     p.add_argument("--leaderboard-dir", default="leaderboard")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("submit", help="validate a JSONL file of result records and store them all, or none")
+    p.add_argument("file", help="one JSON record per line (what `bench run --out DIR` writes is accepted)")
+    p.add_argument("--submitter", help="your name or team (overrides the records' submitter)")
+    p.add_argument("--code-url", help="link to the code that produced the records (overrides code_url)")
+    p.add_argument("--check", action="store_true", help="list every problem of the file and store nothing")
+    p.add_argument("--out", default="results", help="the result store (default: results/)")
+    p.add_argument("--leaderboard-dir", default="leaderboard")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser(
+        "verify", help="re-run a stored record's configuration and mark it verified if it holds"
+    )
+    p.add_argument("record_id", help="the record's id (or a unique prefix of at least 6 characters)")
+    p.add_argument("--tolerance", type=float, default=1.0, help="allowed |Δ top-1| in points (default: 1.0)")
+    p.add_argument("--suite", help="the suite file, for a record of a suite that is not built in")
+    p.add_argument("--data-root", help="folder holding the datasets (else $BENCH_DATA, then system folders)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--work-dir", help="keep the re-run's checkpoint here (default: a temporary folder)")
+    p.add_argument("--submitter", help="who verified it (default: the user name)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", default="results", help="the result store (default: results/)")
+    p.add_argument("--leaderboard-dir", default="leaderboard")
+    p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
+    p.set_defaults(func=cmd_verify)
     return parser
 
 
@@ -166,11 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         plugins.load_files(getattr(args, "plugin", None))
-        args.func(args)
+        code = args.func(args)
     except USER_ERRORS as e:
         print(f"bench {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 def entry() -> None:
