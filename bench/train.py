@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +25,18 @@ from tqdm import tqdm
 
 from bench.config import TrainConfig
 from bench.data import DeviceLoader, ImageDataset
+from bench.distributed import (
+    ShardedLoader,
+    World,
+    all_gather_objects,
+    all_reduce_sum,
+    rng_state,
+    set_rng_state,
+    world,
+)
 
 LOG_EVERY = 20
+IGNORE_INDEX = 255  # segmentation pixels without a label (Cityscapes' trainId 255)
 
 
 @dataclass
@@ -36,6 +47,7 @@ class TrainResult:
     train_time_s: float = 0.0
     train_images_per_s: float = 0.0
     history: list[dict] = field(default_factory=list)  # per epoch: train loss, train top-1, aux losses
+    runtime: dict = field(default_factory=dict)  # world size, per-rank batch, scaled lr, AMP dtype, ...
 
 
 def seed_everything(seed: int) -> None:
@@ -52,8 +64,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return torch.optim.Adam(groups, lr=cfg.scaled_lr)
+    return torch.optim.SGD(groups, lr=cfg.scaled_lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
@@ -77,11 +89,66 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
     return factor
 
 
+def amp_dtype(cfg: TrainConfig, device: str) -> torch.dtype | None:
+    """The autocast dtype: bf16 where the device has it (CPU, Ampere and later), else fp16 (+ scaler)."""
+    if not cfg.amp:
+        return None
+    if torch.device(device).type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def previous_checkpoint(path: Path) -> Path:
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
 def _save_atomic(state: dict, path: Path) -> None:
+    """Write to a temporary file, flush it to disk, keep the last good checkpoint as `*.prev.pt`, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if path.is_file():
+        os.replace(path, previous_checkpoint(path))
     os.replace(tmp, path)
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step_in_epoch", "history", "train_time_s")
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """The newest readable checkpoint at `path`, else its predecessor (with a message), else None."""
+    for candidate in (path, previous_checkpoint(path)):
+        if not candidate.is_file():
+            continue
+        try:
+            state = torch.load(candidate, map_location="cpu", weights_only=True)
+            missing = [k for k in CHECKPOINT_KEYS if k not in state]
+            if missing:
+                raise ValueError(f"missing {missing}")
+        except Exception as e:  # noqa: BLE001 - any unreadable file: fall back to the previous one
+            print(f"checkpoint {candidate} is unreadable or incomplete ({type(e).__name__}: {str(e)[:200]}); "
+                  "trying the previous checkpoint", file=sys.stderr, flush=True)  # fmt: skip
+            continue
+        if candidate != path:
+            print(f"resuming from the previous checkpoint {candidate}", file=sys.stderr, flush=True)
+        return state
+    return None
+
+
+def make_train_loader(data, cfg: TrainConfig, seed: int, device: str, where: World):
+    """The in-memory loader (this rank's shard of each global batch) or the dataset's streaming loader."""
+    if not isinstance(data, ImageDataset):  # big datasets stream from disk through worker processes
+        return data.train_loader(cfg, seed, device, where.rank, where.world_size)
+    mean, std = data.mean_std
+    kwargs = dict(device=device, shuffle=True, crop_padding=cfg.crop_padding, flip=cfg.flip, drop_last=True,
+                  seed=seed)  # fmt: skip
+    if where.world_size == 1:
+        return DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, mean, std, **kwargs)
+    return ShardedLoader(data.train_images, data.train_labels, cfg.batch_size, mean, std, **kwargs,
+                         rank=where.rank, world_size=where.world_size)  # fmt: skip
 
 
 def train(
@@ -94,56 +161,116 @@ def train(
     resume: bool = False,
     progress: bool = True,
     desc: str = "",
+    loss_fn=None,
 ) -> TrainResult:
-    """Train `model` in place; checkpoint after every epoch to `checkpoint` when given."""
-    mean, std = data.mean_std
-    loader = DeviceLoader(
-        data.train_images, data.train_labels, cfg.batch_size, mean, std, device=device, shuffle=True,
-        crop_padding=cfg.crop_padding, flip=cfg.flip, drop_last=True, seed=seed,
-    )  # fmt: skip
+    """Train `model` in place; checkpoint every `cfg.checkpoint_every_steps` and after every epoch.
+
+    In a torchrun process group the model is wrapped in DistributedDataParallel, each rank takes its
+    share of every global batch, epoch metrics are summed over ranks, and only rank 0 writes.
+    `loss_fn(logits, y)` replaces the cross-entropy (segmentation passes its ignore-index loss).
+    """
+    where = world()
+    if cfg.batch_size % where.world_size:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} (global) does not split over {where.world_size} processes"
+        )
+    loader = make_train_loader(data, cfg, seed, device, where)
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = model
+    if where.world_size > 1:
+        if cfg.sync_bn and torch.device(device).type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device).index] if
+                                                  torch.device(device).type == "cuda" else None)  # fmt: skip
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, len(loader)))
+    dtype = amp_dtype(cfg, device)
+    device_type = torch.device(device).type
+    scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
+    if loss_fn is None:
+
+        def loss_fn(logits, y):
+            return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+
     result = TrainResult(status="measured")
-    start_epoch = 0
-    if resume and checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+    result.runtime = {"world_size": where.world_size, "batch_size_per_rank": cfg.batch_size // where.world_size,
+                      "lr": cfg.scaled_lr, "amp_dtype": str(dtype).removeprefix("torch.") if dtype else None,
+                      "channels_last": cfg.channels_last,
+                      "sync_bn": bool(cfg.sync_bn and where.world_size > 1 and device_type == "cuda")}  # fmt: skip
+    start_epoch, skip_steps, partial = 0, 0, None
+    state = load_checkpoint(checkpoint) if resume and checkpoint is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, result.history, result.train_time_s = (
-            state["epoch"],
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        rng = state.get("rng")
+        if rng:
+            set_rng_state(rng[where.rank % len(rng)], device)
+        elif "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        start_epoch, skip_steps = state["epoch"], state["step_in_epoch"]
+        result.history, result.train_time_s, partial = (
             state["history"],
             state["train_time_s"],
+            state.get("partial"),
         )
+    del state
     aux_losses = getattr(model, "aux_losses", None)
     total_steps = cfg.epochs * len(loader)
-    bar = tqdm(total=total_steps, initial=start_epoch * len(loader), desc=desc, disable=not progress,
-               leave=False, mininterval=1.0, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(total=total_steps, initial=start_epoch * len(loader) + skip_steps, desc=desc,
+               disable=not progress or not where.is_main, leave=False, mininterval=1.0,
+               dynamic_ncols=True)  # fmt: skip
+
+    def save(epoch: int, step_in_epoch: int, sums: dict | None) -> None:
+        rngs = all_gather_objects(rng_state(device))  # every rank's, so each continues its own stream
+        if checkpoint is not None and where.is_main:
+            _save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
+                              "epoch": epoch, "step_in_epoch": step_in_epoch, "partial": sums,
+                              "history": result.history, "train_time_s": result.train_time_s,
+                              "world_size": where.world_size}, checkpoint)  # fmt: skip
+
     for epoch in range(start_epoch, cfg.epochs):
         loader.set_epoch(epoch)
-        model.train()
+        net.train()
         t0 = time.perf_counter()
         loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
         aux_sums: dict[str, Tensor] = {}
+        if partial is not None and skip_steps:  # the part of this epoch that ran before the interruption
+            loss_sum += partial["loss_sum"]
+            correct += partial["correct"]
+            seen = partial["seen"]
+            aux_sums = {k: v.to(device) for k, v in partial["aux_sums"].items()}
+        partial = None
         for i, (x, y) in enumerate(loader):
+            if i < skip_steps:  # resuming mid-epoch: the loader replays the same order; skip what ran
+                continue
             step = epoch * len(loader) + i
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            if aux_losses is not None:
-                for name, value in aux_losses(step / total_steps).items():
-                    loss = loss + value
-                    aux_sums[name] = aux_sums.get(name, 0) + value.detach()
+            if cfg.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                logits = net(x)
+                loss = loss_fn(logits.float(), y)
+                if aux_losses is not None:
+                    for name, value in aux_losses(step / total_steps).items():
+                        loss = loss + value.float()
+                        aux_sums[name] = aux_sums.get(name, 0) + value.detach().float()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
+            correct += _correct(logits.detach(), y)
+            seen += _count(y)
             if (i + 1) % LOG_EVERY == 0 or i + 1 == len(loader):
-                mean_loss = loss_sum.item() / seen  # the only device read-back, every LOG_EVERY steps
+                totals = all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
+                                                     torch.tensor(float(seen), device=device)]))  # fmt: skip
+                mean_loss = totals[0].item() / totals[2].item()  # the only device read-back, every LOG_EVERY
                 if not math.isfinite(mean_loss):
                     bar.close()
                     result.status = "failed"
@@ -151,24 +278,31 @@ def train(
                     return result
                 rate = seen / (time.perf_counter() - t0)
                 bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{mean_loss:.3f}",
-                                acc=f"{100 * correct.item() / seen:.1f}", img_s=f"{rate:.0f}")  # fmt: skip
+                                acc=f"{100 * totals[1].item() / totals[2].item():.1f}", img_s=f"{rate:.0f}")  # fmt: skip
                 bar.update(LOG_EVERY if (i + 1) % LOG_EVERY == 0 else (i + 1) % LOG_EVERY)
+            every = cfg.checkpoint_every_steps
+            if every and (step + 1) % every == 0 and i + 1 < len(loader):
+                result.train_time_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                save(epoch, i + 1, {"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen,
+                                    "aux_sums": {k: v.cpu() for k, v in aux_sums.items()}})  # fmt: skip
+        skip_steps = 0
         result.train_time_s += time.perf_counter() - t0
+        n_steps = len(loader)
+        names = sorted(aux_sums)
+        totals = all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
+                                             torch.tensor(float(seen), device=device),
+                                             *[torch.as_tensor(aux_sums[k], device=device).float() for k in names]]))  # fmt: skip
+        totals = totals.tolist()
         result.history.append(
             {
                 "epoch": epoch + 1,
-                "train_loss": loss_sum.item() / seen,
-                "train_top1_pct": 100 * correct.item() / seen,
+                "train_loss": totals[0] / totals[2],
+                "train_top1_pct": 100 * totals[1] / totals[2],
             }
-            | {f"aux_{k}": float(v) / len(loader) for k, v in aux_sums.items()}
+            | {f"aux_{k}": v / where.world_size / n_steps for k, v in zip(names, totals[3:], strict=True)}
         )
-        if checkpoint is not None:
-            _save_atomic(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": result.history,
-                 "train_time_s": result.train_time_s},
-                checkpoint,
-            )  # fmt: skip
+        save(epoch + 1, 0, None)
     bar.close()
     result.epochs_run = cfg.epochs
     images = cfg.epochs * len(loader) * cfg.batch_size
@@ -176,21 +310,47 @@ def train(
     return result
 
 
+def _save_checkpoint(state: dict, path: Path) -> None:  # a seam: the tests interrupt a run here
+    _save_atomic(state, path)
+
+
+def _correct(logits: Tensor, y: Tensor) -> Tensor:
+    """Correct predictions: per image (classification) or per labelled pixel (segmentation)."""
+    hits = logits.argmax(1) == y
+    return hits[y != IGNORE_INDEX].sum() if y.dim() > 1 else hits.sum()
+
+
+def _count(y: Tensor) -> int:
+    return int((y != IGNORE_INDEX).sum()) if y.dim() > 1 else len(y)
+
+
 @torch.inference_mode()
 def evaluate(
     model: nn.Module, data: ImageDataset, batch_size: int = 500, device: str = "cpu"
 ) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (percent) and mean cross-entropy on the evaluation split."""
-    mean, std = data.mean_std
-    loader = DeviceLoader(data.test_images, data.test_labels, batch_size, mean, std, device=device)
+    """Top-1 / top-5 accuracy (percent) and mean cross-entropy on the evaluation split.
+
+    In a process group each rank evaluates every world_size-th image and the sums are reduced, so every
+    rank returns the metrics of the whole evaluation set.
+    """
+    where = world()
+    if not isinstance(data, ImageDataset):
+        loader = data.eval_loader(batch_size, device, where.rank, where.world_size)
+        k = min(5, data.num_classes)
+    else:
+        mean, std = data.mean_std
+        shard = slice(where.rank, None, where.world_size)
+        loader = DeviceLoader(data.test_images[shard], data.test_labels[shard], batch_size, mean, std,
+                              device=device)  # fmt: skip
+        k = min(5, data.num_classes)
     model.to(device).eval()
-    k = min(5, data.num_classes)
-    top1 = top5 = loss = 0.0
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # top-1, top-5, loss, images
     for x, y in loader:
-        logits = model(x)
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        logits = model(x.to(device, non_blocking=True)).float()
+        y = y.to(device, non_blocking=True)
         hits = logits.topk(k, dim=1).indices == y[:, None]
-        top1 += hits[:, 0].sum().item()
-        top5 += hits.any(1).sum().item()
-    n = len(data.test_labels)
+        sums += torch.stack([hits[:, 0].sum().double(), hits.any(1).sum().double(),
+                             F.cross_entropy(logits, y, reduction="sum").double(),
+                             torch.tensor(len(y), dtype=torch.float64, device=device)])  # fmt: skip
+    top1, top5, loss, n = all_reduce_sum(sums).tolist()
     return {"top1_pct": 100 * top1 / n, "top5_pct": 100 * top5 / n, "eval_loss": loss / n}

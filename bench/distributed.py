@@ -1,0 +1,157 @@
+"""Distributed training through torchrun: process group, rank-0 writes, sharded in-memory batches.
+
+`torchrun --nproc_per_node=N -m bench run ...` starts N processes with RANK / WORLD_SIZE / LOCAL_RANK
+(and MASTER_ADDR / MASTER_PORT) in their environment; `init_from_env` joins them into one process group
+(NCCL on CUDA, gloo on CPU). One process without those variables is a world of one and nothing here
+costs anything. The suite's `batch_size` is the global batch: each rank trains on `batch_size / N`
+images of the same seeded permutation the one-process loader draws, so N processes and one process
+see the same global batches (with BatchNorm statistics per rank unless `sync_bn`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from bench.data.loader import DeviceLoader
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def world() -> World:
+    """This process's place in the process group (rank 0 of 1 when there is none)."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return World()
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_from_env(device: str = "cpu") -> tuple[World, str]:
+    """Join the process group torchrun described; returns the world and this rank's device."""
+    if not launched_by_torchrun():
+        return World(), device
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return world(), device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if world().world_size > 1:
+        dist.barrier()
+
+
+def all_reduce_sum(values: Tensor) -> Tensor:
+    """The sum over ranks (in place, and returned); the tensor itself on one process."""
+    if world().world_size > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def all_gather_objects(obj) -> list:
+    """`obj` of every rank, in rank order."""
+    if world().world_size == 1:
+        return [obj]
+    out = [None] * world().world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def rng_state(device: str) -> dict:
+    """This process's random state: python, numpy, torch CPU and the CUDA device, as plain tensors/lists
+    (a checkpoint stays loadable with `torch.load(..., weights_only=True)`)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if device.startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def set_rng_state(state: dict, device: str) -> None:
+    random.setstate(_as_tuples(state["python"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda"], torch.device(device))
+
+
+def _as_tuples(value):
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+class ShardedLoader(DeviceLoader):
+    """`DeviceLoader` for one rank: the same global batches as one process, this rank's slice of each.
+
+    The permutation and the augmentation draws (crop offsets, flips) are made for the whole global
+    batch from the (seed, epoch) generator, in the order `DeviceLoader` makes them, then sliced, so the
+    union over ranks of one step's images is exactly the one-process batch.
+    """
+
+    def __init__(self, *args, rank: int = 0, world_size: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.batch_size % world_size:
+            raise ValueError(f"batch_size {self.batch_size} does not split over {world_size} processes")
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        generator = torch.Generator(self.device).manual_seed(self.seed * 100_003 + self.epoch)
+        n, share = len(self.labels), self.batch_size // self.world_size
+        order = torch.randperm(n, generator=generator, device=self.device) if self.shuffle else None
+        for i in range(len(self)):
+            index = torch.arange(i * self.batch_size, min(n, (i + 1) * self.batch_size), device=self.device)
+            if order is not None:
+                index = order[index]
+            size = len(index)
+            mine = slice(self.rank * share, min(size, (self.rank + 1) * share))
+            x = self.images[index[mine]]
+            if self.crop_padding:
+                p = self.crop_padding
+                dy = torch.randint(0, 2 * p + 1, (size,), generator=generator, device=self.device)[mine]
+                dx = torch.randint(0, 2 * p + 1, (size,), generator=generator, device=self.device)[mine]
+                x = _crop_at(x, p, dy, dx)
+            if self.flip:
+                flip = (torch.rand(size, generator=generator, device=self.device) < 0.5)[mine]
+                x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            yield x.float() * self.scale + self.shift, self.labels[index[mine]]
+
+
+def _crop_at(images: Tensor, padding: int, dy: Tensor, dx: Tensor) -> Tensor:
+    n, c, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    chans = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]

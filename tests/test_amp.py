@@ -1,0 +1,67 @@
+"""Mixed precision and channels_last: switchable, applied, and recorded."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from bench.config import TrainConfig
+from bench.train import amp_dtype, seed_everything, train
+from tests.test_checkpoint import CFG, tiny_data, tiny_net
+
+FAST = dataclasses.replace(CFG, epochs=1, checkpoint_every_steps=0)
+
+
+def _train_watching_conv(cfg):
+    seed_everything(0)
+    model = tiny_net()
+    seen = {}
+
+    def hook(module, inputs, output):
+        seen.update(in_cl=inputs[0].is_contiguous(memory_format=torch.channels_last), out_dtype=output.dtype)
+
+    model[0].register_forward_hook(hook)
+    result = train(model, tiny_data(), cfg, seed=0, progress=False)
+    return result, model, seen
+
+
+def test_bf16_autocast_on_cpu_trains_in_bf16_and_records_it():
+    result, model, seen = _train_watching_conv(dataclasses.replace(FAST, amp=True))
+    assert seen["out_dtype"] == torch.bfloat16 and result.runtime["amp_dtype"] == "bfloat16"
+    assert model[0].weight.dtype == torch.float32  # master weights stay fp32
+    assert result.status == "measured" and result.history[-1]["train_loss"] < 2
+
+
+def test_amp_off_is_fp32_and_channels_last_reaches_the_convolutions():
+    result, model, seen = _train_watching_conv(dataclasses.replace(FAST, channels_last=True))
+    assert seen["out_dtype"] == torch.float32 and result.runtime["amp_dtype"] is None
+    assert seen["in_cl"] and model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert result.runtime["channels_last"] is True
+
+
+def test_amp_dtype_choice(monkeypatch):
+    on = TrainConfig(amp=True)
+    assert amp_dtype(TrainConfig(), "cuda") is None and amp_dtype(on, "cpu") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert amp_dtype(on, "cuda:0") == torch.float16  # V100-class GPUs: fp16 with a gradient scaler
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert amp_dtype(on, "cuda") == torch.bfloat16
+
+
+def test_the_switches_and_the_lr_rule_are_part_of_the_config_hash():
+    from bench.config import config_hash
+
+    def h(**kw):
+        return config_hash({"model": "m", "train": dataclasses.asdict(TrainConfig(**kw))})
+
+    assert len({h(), h(amp=True), h(channels_last=True), h(lr_scaling="linear")}) == 4
+    assert TrainConfig(lr=0.1, batch_size=1024, lr_scaling="linear").scaled_lr == pytest.approx(0.4)
+
+
+def test_new_fields_at_their_defaults_leave_earlier_config_hashes_unchanged():
+    from bench.config import config_hash
+
+    train = dataclasses.asdict(TrainConfig())
+    before = {k: v for k, v in train.items() if k not in
+              ("lr_scaling", "base_batch_size", "amp", "channels_last", "sync_bn", "checkpoint_every_steps")}  # fmt: skip
+    assert config_hash({"model": "m", "train": train}) == config_hash({"model": "m", "train": before})
