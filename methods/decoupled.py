@@ -20,9 +20,10 @@ with LinearConv and cosine that is exactly the plain convolution (the paper's un
 Where we follow the official code (`dcnet_cifar100/<variant>/architecture.py`, `train_resnet.py`):
 - `rho_relative=True`: ρ multiplies μ, the batch mean of ‖x‖ over (N, H, W) in training and its
   exponential average (decay 0.999) in inference. So TanhConv is tanh(‖x‖/(ρμ)) where the paper writes
-  tanh(‖x‖/ρ). The code's average is TensorFlow's ExponentialMovingAverage of a tensor, which starts at
-  zero and is zero-debiased (TF ≥ 1.0 behaviour, assumed for the 1.01 the README names); we debias the
-  same way. Before the first training step inference uses the batch mean.
+  tanh(‖x‖/ρ). The code's average (TensorFlow's ExponentialMovingAverage of a tensor, default
+  `zero_debias=False`) starts at zero and is not debiased, so early in training its inference μ is too
+  small; ours is debiased (1 − 0.999^t), and the two agree after the code's 42,500 steps. Before the
+  first training step inference uses the batch mean.
 - Filter re-normalisation: every `project_every` = 100 training steps each decoupled filter is
   overwritten by ŵ. Done inside the module: a step counter (a buffer, so it survives checkpoints) counts
   training forwards, and the 100th, 200th, ... forward first projects the weights, i.e. after 99, 199, ...
@@ -35,7 +36,10 @@ Where we follow the official code (`dcnet_cifar100/<variant>/architecture.py`, `
   classifier (this answers DCNets issue #3). A BN follows every decoupled conv unless `bn=False` (the
   code's `linear_sqcos_wo_bn`, which has no BN anywhere).
 - The code's convolutions pad "SAME" (asymmetric for stride 2); ours pad 1 on every side like the plain
-  ResNet. Its BN uses ε = 1e-3 and decay 0.999; ours are PyTorch's defaults.
+  ResNet. Its BN uses ε = 1e-3 and decay 0.999; ours are PyTorch's defaults. Note that a bounded
+  decoupled output has a variance of order 1/(k²·C_in) (|cos θ| of a random direction), while
+  PyTorch's BN running variance starts at 1: inference is meaningful only after ≳ 100 training steps
+  (0.9^100 ≈ 3e-5), before which the running variance is far too large.
 Unconfirmed (recollection of the paper, not in the code): SphereConv, LogConv, MixConv, the linear and
 sigmoid angular functions and the weighted operators; MixConv's β (we reuse SegConv's 0.5) and the sigmoid's
 k (0.3 here). LogConv and MixConv use the raw ‖x‖ (no ρ, no μ).
@@ -98,14 +102,14 @@ def angular_fn(name: str, cos: Tensor, k: float = 0.3) -> Tensor:
         return cos
     if name == "sqcos":
         return torch.sign(cos) * cos * cos
-    # θ = arccos(cos θ) needs |cos θ| < 1 for a finite gradient: keep one rounding step away from ±1
+    # θ needs |cos θ| < 1 for a finite gradient: keep one rounding step away from ±1
     bound = 1 - torch.finfo(cos.dtype).eps
-    theta = torch.acos(cos.clamp(-bound, bound))
+    half_pi_minus_theta = torch.asin(cos.clamp(-bound, bound))  # π/2 − θ
     if name == "linear":
-        return 1 - 2 * theta / math.pi
+        return half_pi_minus_theta * (2 / math.pi)  # 1 − 2θ/π
     if name == "sigmoid":
         # the paper's ratio of exponentials, written as tanh((π/2 − θ)/2k) / tanh(π/4k)
-        return torch.tanh((math.pi / 2 - theta) / (2 * k)) / math.tanh(math.pi / (4 * k))
+        return torch.tanh(half_pi_minus_theta * (1 / (2 * k))) * (1 / math.tanh(math.pi / (4 * k)))
     raise ValueError(f"unknown angular function {name!r}; choose one of {ANGULARS}")
 
 
@@ -193,7 +197,7 @@ class DecoupledConv2d(nn.Conv2d):
                 self.project_()
         wnorm = self.weight_norm()
         xnorm = self.input_norm(x)
-        cos = F.conv2d(x, self.weight / wnorm, None, self.stride, self.padding, self.dilation) / xnorm
+        inner = F.conv2d(x, self.weight / wnorm, None, self.stride, self.padding, self.dilation)  # ‖x‖cos θ
         rho = 1.0
         if cfg.magnitude in _USES_RHO:
             rho = (self.radius.square() + 1e-4)[None, :, None, None]
@@ -202,7 +206,9 @@ class DecoupledConv2d(nn.Conv2d):
         h = magnitude_fn(cfg.magnitude, xnorm, rho, cfg.alpha, cfg.beta)
         if cfg.weighted:
             h = h * wnorm.view(1, -1, 1, 1)
-        return h * angular_fn(cfg.angular, cos, cfg.k)
+        if cfg.angular == "cos":  # h·cos θ = ⟨ŵ, x⟩·(h/‖x‖): one full-size product fewer
+            return inner * (h / xnorm)
+        return h * angular_fn(cfg.angular, inner / xnorm, cfg.k)
 
     def orthogonality_penalty(self) -> Tensor:
         """½‖ŴŴᵀ − I‖²_F over the normalised filters Ŵ [C_out, C_in·k·k]."""
