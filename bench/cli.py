@@ -73,6 +73,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
     from bench.submit import SubmissionError, check_submission, submit
 
     store = ResultStore(args.out)
+    store.paper_files()  # a broken paper file fails here, not after the records are stored
     if args.check:
         records, problems = check_submission(args.file, store, args.submitter, args.code_url)
         for problem in problems:
@@ -104,6 +105,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
     store = ResultStore(args.out)
+    store.paper_files()  # a broken paper file fails here, not after the re-run is stored
     outcome = verify(
         args.record_id, store, tolerance=args.tolerance, suite_path=args.suite, data_root=args.data_root,
         device=args.device, work_dir=args.work_dir, progress=not args.no_progress, submitter=args.submitter,
@@ -234,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leaderboard-dir", default="leaderboard")
     p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
     p.set_defaults(func=cmd_verify)
+
+    from bench import perf  # `bench perf train | gated | suite`
+
+    perf.add_parser(sub)
     return parser
 
 
