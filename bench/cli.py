@@ -236,10 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leaderboard-dir", default="leaderboard")
     p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
     p.set_defaults(func=cmd_verify)
-
-    from bench import perf  # `bench perf train | gated | suite`
-
-    perf.add_parser(sub)
     return parser
 
 
