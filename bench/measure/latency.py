@@ -13,7 +13,6 @@ import statistics
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
@@ -48,6 +47,10 @@ def measure_latency(
     if dev.type == "cuda":
         times_ms = _cuda_event_times(model, x, min_run_time_s)
     else:
+        from torch.utils import (
+            benchmark,
+        )  # imported here: importing it prints a CUDA_HOME warning on CPU machines
+
         timer = benchmark.Timer(
             "model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads()
         )
