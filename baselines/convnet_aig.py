@@ -38,6 +38,10 @@ departs from it (reference/methods.md §6.1):
   their cost is always counted.
 The official `--lrfact` (a separate learning rate for the gates' last FC) defaults to 1 and has no
 counterpart here.
+
+Sparse inference (`forward_sparse`, `bench.sparse`): each sample's gates are computed first, and a block
+whose gate is closed runs only its shortcut; an open block runs its convs with the BatchNorms folded in.
+Its outputs equal `forward`'s in eval mode to floating-point tolerance (tests/test_sparse.py).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from torchvision.models import resnet as tv
 
 from baselines.resnet_cifar import CifarResNet, conv1x1, conv3x3
 from baselines.resnet_imagenet import BottleneckV1, ImageNetResNet
+from bench import sparse
 from bench.gates import GateSite
 from bench.registry import register
 
@@ -144,6 +149,21 @@ class AIGBasicBlock(_GatedBlock):
         self.record(gate)
         return self.relu(out)
 
+    def sparse_parameters(self) -> dict:
+        folded = {"conv1": sparse.fold(self.conv1, self.bn1), "conv2": sparse.fold(self.conv2, self.bn2)}
+        if isinstance(self.shortcut, nn.Sequential):
+            folded["shortcut"] = sparse.fold(self.shortcut[0], self.shortcut[1])
+        return folded
+
+    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
+        """One sample: the shortcut alone when the gate is closed, else the branch (BN folded)."""
+        gate = self.gate(x)
+        identity = sparse.conv(folded["shortcut"], x) if "shortcut" in folded else x
+        if not bool(gate[0, 0]):
+            return self.relu(identity)
+        out = self.relu(sparse.conv(folded["conv1"], x))
+        return self.relu(identity + sparse.conv(folded["conv2"], out))
+
 
 class AIGBottleneck(_GatedBlock, tv.Bottleneck):
     """torchvision's bottleneck (v1.5) with a gate on its residual branch."""
@@ -167,6 +187,24 @@ class AIGBottleneck(_GatedBlock, tv.Bottleneck):
         out = identity + out * gate[:, :, None, None]
         self.record(gate)
         return self.relu(out)
+
+    def sparse_parameters(self) -> dict:
+        folded = {
+            f"conv{i}": sparse.fold(getattr(self, f"conv{i}"), getattr(self, f"bn{i}")) for i in (1, 2, 3)
+        }
+        if self.downsample is not None:
+            folded["shortcut"] = sparse.fold(self.downsample[0], self.downsample[1])
+        return folded
+
+    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
+        """One sample: the shortcut alone when the gate is closed, else the branch (BN folded)."""
+        gate = self.gate(x)
+        identity = sparse.conv(folded["shortcut"], x) if "shortcut" in folded else x
+        if not bool(gate[0, 0]):
+            return self.relu(identity)
+        out = self.relu(sparse.conv(folded["conv1"], x))
+        out = self.relu(sparse.conv(folded["conv2"], out))
+        return self.relu(identity + sparse.conv(folded["conv3"], out))
 
 
 class AIGBottleneckV1(AIGBottleneck, BottleneckV1):
@@ -205,6 +243,29 @@ class TargetRateMixin:
     def aux_losses(self, progress: float) -> dict[str, Tensor]:
         rates = torch.stack([b.take_gate().mean() for b in self.gated_blocks()])
         return {"target_rate": self.lossfact * target_rate_loss(rates, self.target_rates.to(rates.dtype))}
+
+    def sparse_parameters(self) -> dict:
+        return {id(b): b.sparse_parameters() for b in self.gated_blocks()}
+
+    def _sparse_stem(self, x: Tensor) -> Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        return self.maxpool(x) if hasattr(self, "maxpool") else x
+
+    @torch.inference_mode()
+    def forward_sparse(self, x: Tensor) -> Tensor:
+        """Inference, one sample at a time: closed blocks run only their shortcut (see `bench.sparse`)."""
+        sparse.check_inference(self)
+        folded = sparse.cache_of(self)
+        stages = [m for n, m in self.named_children() if n.startswith("layer")]
+
+        def one(x: Tensor) -> Tensor:
+            x = self._sparse_stem(x)
+            for stage in stages:
+                for block in stage:
+                    x = block.forward_sparse(x, folded[id(block)])
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+        return sparse.per_sample(self, x, one)
 
 
 def _info(targets: list[float], lossfact: float, tau: float, gate_hidden: int, **extra) -> dict:

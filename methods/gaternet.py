@@ -54,6 +54,11 @@ it produces that conv's filters and is consumed by the block's next conv (conv1 
 conv3); the block's last conv feeds the residual sum, so its gate removes no input channel of the
 next block. The gater is marked
 `is_gate_network`: its cost (about one ResNet-20 on CIFAR) is always counted.
+
+Sparse inference (`forward_sparse`, `bench.sparse`): per sample, the gater runs first; then every gated
+conv computes only its open filters (BatchNorm folded in), the next conv of the block reads only those
+channels, and the block's last conv adds its open channels into the shortcut. Its outputs equal
+`forward`'s in eval mode to floating-point tolerance (tests/test_sparse.py).
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ from torchvision.models.resnet import Bottleneck as TvBottleneck
 
 from baselines.resnet_cifar import BasicBlock, CifarResNet, PreActBottleneck, PreActCifarResNet
 from baselines.resnet_imagenet import ImageNetResNet
+from bench import sparse
 from bench.gates import GateSite
 from bench.registry import register
 
@@ -177,6 +183,12 @@ def _apply(out: Tensor, gates: dict[str, Tensor], conv: str) -> Tensor:
     return out if gate is None else out * gate[:, :, None, None]
 
 
+def _active(block: nn.Module, gates: Tensor) -> dict[str, Tensor | None]:
+    """One sample's open-filter indices per conv of `block` (None: not gated or all open)."""
+    split = dict(zip(block.gated_convs, gates[0].split(block.gate_widths), strict=True))
+    return {name: sparse.active(split.get(name)) for name in block.conv_order}
+
+
 def _gated_names(kind: str, order: tuple[str, ...]) -> tuple[str, ...]:
     if kind == "all":
         return order
@@ -200,6 +212,16 @@ class GatedBasicBlock(BasicBlock):
         out = _apply(self.relu(self.bn1(self.conv1(x))), g, "conv1")
         out = _apply(self.bn2(self.conv2(out)), g, "conv2")
         return self.relu(out + identity)
+
+    def sparse_parameters(self) -> dict:
+        return {"conv1": sparse.fold(self.conv1, self.bn1), "conv2": sparse.fold(self.conv2, self.bn2)}
+
+    def forward_sparse(self, x: Tensor, gates: Tensor, folded: dict) -> Tensor:
+        i = _active(self, gates)
+        identity = self.shortcut(x)
+        out = self.relu(sparse.conv(folded["conv1"], x, i["conv1"]))
+        out = sparse.conv(folded["conv2"], out, i["conv2"], i["conv1"])
+        return self.relu(sparse.scatter_add(identity, i["conv2"], out))
 
 
 class GatedPreActBottleneck(PreActBottleneck):
@@ -226,6 +248,19 @@ class GatedPreActBottleneck(PreActBottleneck):
         out = _apply(self.conv3(out), g, "conv3")
         return out + identity
 
+    def sparse_parameters(self) -> dict:
+        return {"conv1": sparse.fold(self.conv1, self.bn2), "conv2": sparse.fold(self.conv2, self.bn3),
+                "conv3": sparse.fold(self.conv3)}  # fmt: skip
+
+    def forward_sparse(self, x: Tensor, gates: Tensor, folded: dict) -> Tensor:
+        i = _active(self, gates)
+        preact = self.relu(self.bn1(x))
+        identity = x if self.shortcut is None else self.shortcut(preact)
+        out = self.relu(sparse.conv(folded["conv1"], preact, i["conv1"]))
+        out = self.relu(sparse.conv(folded["conv2"], out, i["conv2"], i["conv1"]))
+        out = sparse.conv(folded["conv3"], out, i["conv3"], i["conv2"])
+        return sparse.scatter_add(identity, i["conv3"], out)
+
 
 class GatedBottleneck(TvBottleneck):
     """torchvision's bottleneck (v1.5: stride on the 3×3) with its filters switched by the gater."""
@@ -242,6 +277,19 @@ class GatedBottleneck(TvBottleneck):
         out = _apply(self.relu(self.bn2(self.conv2(out))), g, "conv2")
         out = _apply(self.bn3(self.conv3(out)), g, "conv3")
         return self.relu(out + identity)
+
+    def sparse_parameters(self) -> dict:
+        return {
+            f"conv{k}": sparse.fold(getattr(self, f"conv{k}"), getattr(self, f"bn{k}")) for k in (1, 2, 3)
+        }
+
+    def forward_sparse(self, x: Tensor, gates: Tensor, folded: dict) -> Tensor:
+        i = _active(self, gates)
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(sparse.conv(folded["conv1"], x, i["conv1"]))
+        out = self.relu(sparse.conv(folded["conv2"], out, i["conv2"], i["conv1"]))
+        out = sparse.conv(folded["conv3"], out, i["conv3"], i["conv2"])
+        return self.relu(sparse.scatter_add(identity, i["conv3"], out))
 
 
 class GatedStage(nn.Sequential):
@@ -306,6 +354,31 @@ class _GaterNetMixin:
         self._train_gates = gates if self.training else None
         return list(gates.split([getattr(self, s).num_gates for s in self.stages], dim=1))
 
+    def sparse_parameters(self) -> dict:
+        return {id(b): b.sparse_parameters() for s in self.stages for b in getattr(self, s)}
+
+    @torch.inference_mode()
+    def forward_sparse(self, x: Tensor) -> Tensor:
+        """Inference, one sample at a time: only open filters are computed (see `bench.sparse`)."""
+        sparse.check_inference(self)
+        folded = sparse.cache_of(self)
+
+        def one(x: Tensor) -> Tensor:
+            gates = self._gates(x)
+            x = self._sparse_stem(x)
+            for name, stage_gates in zip(self.stages, gates, strict=True):
+                stage = getattr(self, name)
+                for block, g in zip(
+                    stage, stage_gates.split([b.num_gates for b in stage], dim=1), strict=True
+                ):
+                    x = block.forward_sparse(x, g, folded[id(block)])
+            return self._sparse_head(x)
+
+        return sparse.per_sample(self, x, one)
+
+    def _sparse_head(self, x: Tensor) -> Tensor:
+        return self.fc(self.avgpool(x).flatten(1))
+
     def aux_losses(self, progress: float) -> dict[str, Tensor]:
         self.gater.semhash.progress = progress  # used by the next forward (hard-share ramp)
         if self._train_gates is None:
@@ -324,6 +397,9 @@ class GaterNetCifar(_GaterNetMixin, CifarResNet):
             self, GatedBasicBlock, depth_per_stage, num_classes, in_chans, block_kwargs=block_kwargs
         )
         self._init_gaternet(cfg, in_chans, f"resnet{6 * depth_per_stage + 2}")
+
+    def _sparse_stem(self, x: Tensor) -> Tensor:
+        return self.relu(self.bn1(self.conv1(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         g1, g2, g3 = self._gates(x)
@@ -344,6 +420,12 @@ class GaterNetPreAct(_GaterNetMixin, PreActCifarResNet):
         )
         self._init_gaternet(cfg, in_chans, "resnet164")
         self.bench_info["layout"] = layout
+
+    def _sparse_stem(self, x: Tensor) -> Tensor:
+        return self.conv1(x)
+
+    def _sparse_head(self, x: Tensor) -> Tensor:
+        return self.fc(self.avgpool(self.relu(self.bn(x))).flatten(1))
 
     def forward(self, x: Tensor) -> Tensor:
         g1, g2, g3 = self._gates(x)
@@ -366,6 +448,9 @@ class GaterNetImageNet(_GaterNetMixin, ImageNetResNet):
                 module.configure_gates(cfg.gated_convs)
         self._init_gaternet(cfg, in_chans, backbone)
         self.bench_info["layout"] = "v1.5"
+
+    def _sparse_stem(self, x: Tensor) -> Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
     def forward(self, x: Tensor) -> Tensor:
         g1, g2, g3, g4 = self._gates(x)

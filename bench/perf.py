@@ -1,0 +1,621 @@
+"""Performance benchmarks of the harness itself (`bench perf train | gated | suite`).
+
+- `train`: images/s of the harness's loop (`bench.train.train`, as a suite runs it, checkpoint
+  included) against a bare PyTorch loop over the same model, data (already in memory, normalised once),
+  batch size, optimizer, augmentation and auxiliary losses; both in one process, alternated, repeated.
+  The figure is harness / bare (goal ≥ 0.95 on CPU).
+- `gated`: sparse execution of a gated model at inference (`forward_sparse`, `bench.sparse`) against its
+  masked dense `forward`: executed-MAC ratio (static / executed), realised latency ratio (masked dense /
+  sparse) and realised ÷ MAC ratio, at a batch size (default 1). Gate sparsity is forced with forward
+  hooks on the gate networks (`force_gate_rate`): each gate network's output is replaced by a fixed 0/1
+  pattern with the requested share of closed gates (channel gates: that share of the gate vector's
+  entries, chosen at random with a seed; block gates: that share of the blocks). The gate networks still
+  run (and are counted) on both paths. The sparse path is also timed with every gate open, which shows
+  what BatchNorm folding alone buys (`dense_over_sparse_open`).
+- `suite`: wall time of a suite (all of it or `--models`) and the share spent in each stage of the
+  runner: training, checkpoint writing, evaluation, measurement, data loading, store and leaderboard
+  writing. The stages are timed by wrapping the runner's stage functions for this call only; the normal
+  path of `bench run` is untouched.
+
+Each benchmark writes its numbers, the device, library versions, thread count, load average and date to
+`results/perf/<benchmark>-<name>.json` (the latest run per file); `perf_markdown` renders them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench import registry
+from bench.env import environment
+from bench.measure.latency import malloc_tuned, measure_latency
+
+PERF_DIR = Path("results") / "perf"
+
+
+# --- common ------------------------------------------------------------------------------------------
+
+
+def _context(device: str = "cpu") -> dict:
+    return {
+        "environment": environment(device),
+        "malloc_tuned": malloc_tuned(),
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "cpu_count": os.cpu_count(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_result(result: dict, out_dir: str | Path, kind: str, name: str) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{kind}-{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# --- training throughput -----------------------------------------------------------------------------
+
+
+def _bare_train(model: nn.Module, images: Tensor, labels: Tensor, cfg, seed: int) -> float:
+    """One pass of a plain PyTorch loop over in-memory float images; returns images/s."""
+    from bench.data.loader import random_crop, random_flip
+
+    n_steps = len(labels) // cfg.batch_size
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+    )
+    aux_losses = getattr(model, "aux_losses", None)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    start = time.perf_counter()
+    order = torch.randperm(len(labels), generator=generator)
+    for i in range(n_steps):
+        index = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        x, y = images[index], labels[index]
+        if cfg.crop_padding:
+            x = random_crop(x, cfg.crop_padding, generator)
+        if cfg.flip:
+            x = random_flip(x, generator)
+        loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+        if aux_losses is not None:
+            for value in aux_losses(i / n_steps).values():
+                loss = loss + value
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return n_steps * cfg.batch_size / (time.perf_counter() - start)
+
+
+def _harness_train(model: nn.Module, data, cfg, seed: int, work: Path) -> tuple[float, float]:
+    """`bench.train.train` as the runner calls it (checkpoint included): (wall images/s, loop images/s)."""
+    from bench.train import train
+
+    start = time.perf_counter()
+    result = train(model, data, cfg, seed, "cpu", work / "last.pt", False, False)
+    wall = time.perf_counter() - start
+    if result.status != "measured":
+        raise RuntimeError(f"harness training failed: {result.failure_reason}")
+    images = (len(data.train_labels) // cfg.batch_size) * cfg.batch_size
+    return images / wall, result.train_images_per_s
+
+
+def bench_train(
+    model_name: str,
+    *,
+    suite: str = "quick",
+    dataset: str | None = None,
+    data_root: str | None = None,
+    steps: int = 30,
+    batch_size: int | None = None,
+    repeats: int = 3,
+    threads: int | None = None,
+    seed: int = 0,
+    log=print,
+) -> dict:
+    """Harness loop vs bare loop on the same model and data, alternated `repeats` times."""
+    from bench.config import load_suite
+    from bench.data import load_dataset
+    from bench.train import seed_everything
+
+    spec = load_suite(suite)
+    cfg = spec.train_config(model_name)
+    cfg = dataclasses.replace(cfg, epochs=1, batch_size=batch_size or cfg.batch_size)
+    cfg = dataclasses.replace(cfg, train_size=steps * cfg.batch_size)
+    data = load_dataset(dataset or spec.datasets[0], data_root).subset(cfg.train_size)
+    if len(data.train_labels) < cfg.batch_size:
+        raise ValueError(
+            f"{len(data.train_labels)} training images are fewer than one batch of {cfg.batch_size}"
+        )
+    mean, std = data.mean_std
+    shape = (1, -1, 1, 1)
+    images = (data.train_images.float() / 255 - torch.tensor(mean).view(shape)) / torch.tensor(std).view(
+        shape
+    )
+    args = spec.model_args.get(model_name, {})
+    harness, harness_loop, bare = [], [], []
+    with _threads(threads), tempfile.TemporaryDirectory() as work:
+        for r in range(repeats):
+            for which in ("harness", "bare") if r % 2 == 0 else ("bare", "harness"):
+                seed_everything(seed)
+                model = registry.create_model(model_name, data.num_classes, data.in_chans, **args)
+                if which == "harness":
+                    wall, loop = _harness_train(model, data, cfg, seed, Path(work) / str(r))
+                    harness.append(wall)
+                    harness_loop.append(loop)
+                else:
+                    bare.append(_bare_train(model, images, data.train_labels, cfg, seed))
+            log(f"  repeat {r + 1}/{repeats}: harness {harness[-1]:.0f} img/s, bare {bare[-1]:.0f} img/s, "
+                f"ratio {harness[-1] / bare[-1]:.3f}")  # fmt: skip
+        n_threads = torch.get_num_threads()
+    ratios = [h / b for h, b in zip(harness, bare, strict=True)]
+    return {
+        "benchmark": "train",
+        "model": model_name,
+        "dataset": data.name,
+        "suite": spec.name,
+        "train_config": dataclasses.asdict(cfg),
+        "steps": len(data.train_labels) // cfg.batch_size,
+        "repeats": repeats,
+        "num_threads": n_threads,
+        "harness_images_per_s": harness,
+        "harness_in_loop_images_per_s": harness_loop,
+        "bare_images_per_s": bare,
+        "ratio_per_repeat": ratios,
+        "harness_median": statistics.median(harness),
+        "bare_median": statistics.median(bare),
+        "ratio_median": statistics.median(ratios),
+        "bare_loop": "in-memory normalised float images, same augmentation functions, plain SGD, aux losses",
+        **_context(),
+    }
+
+
+# --- sparse gated inference ------------------------------------------------------------------------
+
+
+def force_gate_rate(model: nn.Module, closed: float, x: Tensor, seed: int = 0) -> list:
+    """Make every gate network of `model` output a fixed 0/1 pattern with a share `closed` of closed gates.
+
+    Forward hooks on the outermost `is_gate_network` modules; `x` is one input, used once to find each
+    gate network's output width. Channel gate networks (width > 1) close round(closed · width) entries at
+    random positions; block gate heads (width 1) are closed for round(closed · n_heads) of the heads, at
+    random. Returns the hook handles (call `.remove()` on each to restore the learned gates).
+    """
+    from bench.gates import gate_networks
+
+    modules = dict(model.named_modules())
+    names = gate_networks(model)
+    if not names:
+        raise ValueError("the model has no gate network (no module with is_gate_network = True)")
+    widths: dict[str, int] = {}
+    probes = [
+        modules[n].register_forward_hook(lambda m, i, o, n=n: widths.__setitem__(n, o.shape[1]))
+        for n in names
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(x[:1])
+    finally:
+        for h in probes:
+            h.remove()
+    generator = torch.Generator().manual_seed(seed)
+    block_heads = [n for n in names if widths[n] == 1]
+    shut = set(
+        torch.randperm(len(block_heads), generator=generator)[: round(closed * len(block_heads))].tolist()
+    )
+    patterns = {}
+    for n in names:
+        if widths[n] == 1:
+            patterns[n] = torch.tensor([[0.0 if block_heads.index(n) in shut else 1.0]])
+        else:
+            pattern = torch.ones(1, widths[n])
+            pattern[0, torch.randperm(widths[n], generator=generator)[: round(closed * widths[n])]] = 0.0
+            patterns[n] = pattern
+
+    def hook(module, inputs, output, n):
+        return patterns[n].to(output.dtype).expand(output.shape[0], -1)
+
+    return [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in names]
+
+
+class SparseForward(nn.Module):
+    """`model.forward_sparse` as a module, for the latency timer."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.forward_sparse(x)
+
+
+def bench_gated(
+    model_name: str,
+    *,
+    input_shape: tuple[int, int, int] = (3, 32, 32),
+    num_classes: int = 10,
+    sparsity: float | None = 0.5,
+    batch_size: int = 1,
+    min_run_time_s: float = 1.0,
+    warmup: int = 5,
+    repeats: int = 3,
+    threads: int | None = None,
+    seed: int = 0,
+    log=print,
+) -> dict:
+    """MAC ratio, realised latency ratio and their quotient for a gated model's sparse inference path."""
+    from bench import sparse
+    from bench.measure import executed_macs, static_macs
+    from bench.measure.report import is_gated
+
+    torch.manual_seed(seed)
+    model = registry.create_model(model_name, num_classes, input_shape[0]).eval()
+    if not is_gated(model) or not hasattr(model, "forward_sparse"):
+        raise ValueError(
+            f"model {model_name!r} has no sparse inference path (forward_sparse); it must be gated"
+        )
+    x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(seed))
+    hooks = force_gate_rate(model, sparsity, x, seed) if sparsity is not None else []
+    sparse.prepare(model)
+    with torch.no_grad():
+        dense_out = model(x)
+        executed = executed_macs(model, x)
+        from bench.gates import collect
+
+        gates = torch.cat([g.double().flatten(1) for _, g in collect(model).values()], dim=1)
+    sparse_out = model.forward_sparse(x)
+    max_diff = (dense_out - sparse_out).abs().max().item()
+    static = static_macs(model, input_shape)
+    runner = SparseForward(model)
+    dense_ms, sparse_ms, open_ms = [], [], []
+    with _threads(threads):
+        for r in range(repeats):
+            dense_ms.append(
+                measure_latency(model, input_shape, batch_size, "cpu", min_run_time_s, warmup)["median_ms"]
+            )
+            sparse_ms.append(
+                measure_latency(runner, input_shape, batch_size, "cpu", min_run_time_s, warmup)["median_ms"]
+            )
+            opened = force_gate_rate(model, 0.0, x, seed)  # hooks added last run last: all gates open
+            try:
+                open_ms.append(
+                    measure_latency(runner, input_shape, batch_size, "cpu", min_run_time_s, warmup)[
+                        "median_ms"
+                    ]
+                )
+            finally:
+                for h in opened:
+                    h.remove()
+            log(f"  repeat {r + 1}/{repeats}: dense {dense_ms[-1]:.3f} ms, sparse {sparse_ms[-1]:.3f} ms, "
+                f"sparse all open {open_ms[-1]:.3f} ms")  # fmt: skip
+        n_threads = torch.get_num_threads()
+    for h in hooks:
+        h.remove()
+    mac_ratio = static / executed.mean().item()
+    realised = [d / s for d, s in zip(dense_ms, sparse_ms, strict=True)]
+    return {
+        "benchmark": "gated",
+        "model": model_name,
+        "input_shape": list(input_shape),
+        "batch_size": batch_size,
+        "forced_sparsity": sparsity,
+        "sparsity_method": "forward hooks on the gate networks (bench.perf.force_gate_rate)"
+        if sparsity is not None
+        else "the model's own gates on random input",
+        "closed_gate_fraction": 1 - gates.mean().item(),
+        "static_macs": static,
+        "executed_macs": executed.mean().item(),
+        "mac_ratio": mac_ratio,
+        "dense_ms": dense_ms,
+        "sparse_ms": sparse_ms,
+        "sparse_all_open_ms": open_ms,
+        "realised_ratio_per_repeat": realised,
+        "realised_ratio": statistics.median(realised),
+        "realised_over_mac": statistics.median(realised) / mac_ratio,
+        "dense_over_sparse_open": statistics.median(dense_ms) / statistics.median(open_ms),
+        "sparse_open_over_sparse": statistics.median(open_ms) / statistics.median(sparse_ms),
+        "max_abs_diff_sparse_vs_dense": max_diff,
+        "num_threads": n_threads,
+        "min_run_time_s": min_run_time_s,
+        "repeats": repeats,
+        **_context(),
+    }
+
+
+# --- suite wall time -----------------------------------------------------------------------------------
+
+
+class StageTimer:
+    """Seconds per stage, accumulated by wrapping functions (`wrap`) for the duration of one call."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.per_run: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.current_run = ""
+
+    def wrap(self, stage: str, fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent = time.perf_counter() - start
+                self.seconds[stage] += spent
+                self.per_run[self.current_run][stage] += spent
+
+        return timed
+
+
+def bench_suite(
+    suite_name: str,
+    *,
+    models: list[str] | None = None,
+    epochs: int | None = None,
+    data_root: str | None = None,
+    threads: int | None = None,
+    log=print,
+) -> dict:
+    """Run a suite in a scratch store and report its wall time split by the runner's stages."""
+    from bench import runner
+    from bench import train as train_mod
+    from bench.config import load_suite
+    from bench.leaderboard import write_leaderboard
+    from bench.results import ResultStore
+
+    suite = load_suite(suite_name)
+    timer = StageTimer()
+    patched = {
+        (runner, "load_dataset"): "data_loading",
+        (runner, "check_builds"): "build_check",
+        (runner, "evaluate"): "evaluation",
+        (runner, "measure_model"): "measurement",
+        (train_mod, "_save_atomic"): "checkpoint_io",
+    }
+    originals = {key: getattr(*key) for key in patched}
+    original_train = runner.train
+
+    def train(*args, desc: str = "", **kwargs):
+        timer.current_run = desc
+        return timer.wrap("training_incl_checkpoint", original_train)(*args, desc=desc, **kwargs)
+
+    start = time.perf_counter()
+    with _threads(threads), tempfile.TemporaryDirectory() as work:
+        store = ResultStore(Path(work) / "results")
+        store.append = timer.wrap("store_io", store.append)
+        board = timer.wrap("leaderboard_io", write_leaderboard)
+
+        def on_record(record) -> None:
+            log(runner.summary_line(record))
+            board(store, Path(work) / "leaderboard", suite.name)
+
+        try:
+            for (module, attr), stage in patched.items():
+                setattr(module, attr, timer.wrap(stage, originals[(module, attr)]))
+            runner.train = train
+            records = runner.run_suite(
+                suite, models=models, epochs=epochs, data_root=data_root, device="cpu", store=store,
+                work_dir=Path(work) / "runs", progress=False, on_record=on_record,
+            )  # fmt: skip
+        finally:
+            for (module, attr), fn in originals.items():
+                setattr(module, attr, fn)
+            runner.train = original_train
+        n_threads = torch.get_num_threads()
+    wall = time.perf_counter() - start
+    seconds = dict(timer.seconds)
+    checkpoint = seconds.get("checkpoint_io", 0.0)
+    stages = {
+        "training": seconds.get("training_incl_checkpoint", 0.0) - checkpoint,
+        "evaluation": seconds.get("evaluation", 0.0),
+        "measurement": seconds.get("measurement", 0.0),
+        "io": checkpoint + seconds.get("data_loading", 0.0) + seconds.get("store_io", 0.0)
+        + seconds.get("leaderboard_io", 0.0),
+        "build_check": seconds.get("build_check", 0.0),
+    }  # fmt: skip
+    stages["other"] = wall - sum(stages.values())
+    per_run = {
+        run: {"training": s.get("training_incl_checkpoint", 0.0) - s.get("checkpoint_io", 0.0),
+              "evaluation": s.get("evaluation", 0.0), "measurement": s.get("measurement", 0.0),
+              "checkpoint_io": s.get("checkpoint_io", 0.0)}
+        for run, s in timer.per_run.items() if run
+    }  # fmt: skip
+    return {
+        "benchmark": "suite",
+        "suite": suite.name,
+        "models": models or list(suite.models),
+        "runs": len(records),
+        "failed": sum(r.status != "measured" for r in records),
+        "epochs": epochs,
+        "num_threads": n_threads,
+        "wall_s": wall,
+        "stages_s": stages,
+        "shares": {k: v / wall for k, v in stages.items()},
+        "io_detail_s": {
+            k: seconds.get(k, 0.0) for k in ("checkpoint_io", "data_loading", "store_io", "leaderboard_io")
+        },
+        "per_run_s": per_run,
+        "budget_s": 15 * 60 if suite.name == "quick" else None,
+        **_context(),
+    }
+
+
+# --- markdown -------------------------------------------------------------------------------------------
+
+
+def _load(results_dir: str | Path) -> list[dict]:
+    root = Path(results_dir)
+    folder = root / "perf" if (root / "perf").is_dir() else root
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            found.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return found
+
+
+def _when(r: dict) -> str:
+    load = r.get("load_average") or ["?"]
+    return f"{r.get('date', '?')[:16]} · load {load[0]}"
+
+
+def perf_markdown(results_dir: str | Path) -> str:
+    """The `results/perf/*.json` benchmarks as a markdown section (empty string when there are none)."""
+    results = _load(results_dir)
+    if not results:
+        return ""
+    lines = ["## Performance of the harness", ""]
+    lines.append("Measured on a shared CPU; each ratio comes from one process, its repeats alternated. "
+                 "Load is the 1-minute load average when the benchmark finished.")  # fmt: skip
+    train = [r for r in results if r.get("benchmark") == "train"]
+    if train:
+        lines += ["", "### Training throughput: harness loop vs bare PyTorch loop (`bench perf train`)", "",
+                  "| model | batch | steps | threads | harness img/s | bare img/s | harness / bare | measured |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in train:
+            lines.append(
+                f"| {r['model']} | {r['train_config']['batch_size']} | {r['steps']} | {r['num_threads']} | "
+                f"{r['harness_median']:.0f} | {r['bare_median']:.0f} | {r['ratio_median']:.3f} | {_when(r)} |"
+            )
+    gated = [r for r in results if r.get("benchmark") == "gated"]
+    if gated:
+        lines += ["", "### Sparse inference of gated models (`bench perf gated`)", "",
+                  "MAC ratio = static / executed MACs; realised = masked dense latency / sparse latency; "
+                  "folding = dense / sparse path with every gate open (what BatchNorm folding alone buys).", "",
+                  "| model | input | batch | closed gates | MAC ratio | dense ms | sparse ms | realised | "
+                  "realised ÷ MAC | folding | threads | measured |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in gated:
+            lines.append(
+                f"| {r['model']} | {'×'.join(map(str, r['input_shape']))} | {r['batch_size']} | "
+                f"{100 * r['closed_gate_fraction']:.0f}% | {r['mac_ratio']:.2f} | "
+                f"{statistics.median(r['dense_ms']):.2f} | {statistics.median(r['sparse_ms']):.2f} | "
+                f"{r['realised_ratio']:.2f} | {r['realised_over_mac']:.2f} | {r['dense_over_sparse_open']:.2f} | "
+                f"{r['num_threads']} | {_when(r)} |"
+            )
+    suites = [r for r in results if r.get("benchmark") == "suite"]
+    if suites:
+        lines += ["", "### Suite wall time by stage (`bench perf suite`)", "",
+                  "| suite | runs | wall s | training | evaluation | measurement | I/O | other | threads | measured |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in suites:
+            s = r["shares"]
+            lines.append(
+                f"| {r['suite']} | {r['runs']} | {r['wall_s']:.0f} | {100 * s['training']:.0f}% | "
+                f"{100 * s['evaluation']:.0f}% | {100 * s['measurement']:.0f}% | {100 * s['io']:.1f}% | "
+                f"{100 * (s['other'] + s['build_check']):.1f}% | {r['num_threads']} | {_when(r)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# --- command line ------------------------------------------------------------------------------------------
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    parts = [int(v) for v in text.split(",")]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError("give the input shape as C,H,W, e.g. 3,32,32")
+    return tuple(parts)
+
+
+def add_parser(sub) -> None:
+    """The `bench perf` subcommand and its `train`, `gated`, `suite` commands."""
+    p = sub.add_parser("perf", help="performance of the harness: training loop, sparse inference, suite time")
+    perf = p.add_subparsers(dest="perf_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--out", default=str(PERF_DIR), help="folder for the JSON result (default: %(default)s)"
+    )
+    common.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    common.add_argument("--no-save", action="store_true", help="print only; write no JSON")
+
+    q = perf.add_parser(
+        "train", parents=[common], help="harness training loop vs a bare PyTorch loop (img/s)"
+    )
+    q.add_argument("model")
+    q.add_argument("--suite", default="quick", help="whose training config to use (default: %(default)s)")
+    q.add_argument("--dataset", help="default: the suite's first dataset")
+    q.add_argument("--data-root")
+    q.add_argument("--steps", type=int, default=30, help="training steps per measurement (default: 30)")
+    q.add_argument("--batch-size", type=int, help="default: the suite's")
+    q.add_argument("--repeats", type=int, default=3)
+    q.set_defaults(func=cmd_perf)
+
+    q = perf.add_parser("gated", parents=[common], help="sparse vs masked dense inference of a gated model")
+    q.add_argument("model")
+    q.add_argument("--shape", type=_shape, default=(3, 32, 32), help="input C,H,W (default: 3,32,32)")
+    q.add_argument("--num-classes", type=int, default=10)
+    q.add_argument("--sparsity", type=float, default=0.5, help="share of gates forced closed (default: 0.5)")
+    q.add_argument("--natural", action="store_true", help="keep the model's own gates (no forcing)")
+    q.add_argument("--batch-size", type=int, default=1)
+    q.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timed runs per measurement")
+    q.add_argument("--warmup", type=int, default=5)
+    q.add_argument("--repeats", type=int, default=3)
+    q.set_defaults(func=cmd_perf)
+
+    q = perf.add_parser("suite", parents=[common], help="wall time of a suite, split by stage")
+    q.add_argument("--suite", default="quick")
+    q.add_argument("--models", type=lambda t: [m for m in t.split(",") if m], help="comma-separated subset")
+    q.add_argument("--epochs", type=int)
+    q.add_argument("--data-root")
+    q.set_defaults(func=cmd_perf)
+
+
+def cmd_perf(args: argparse.Namespace) -> None:
+    kind = args.perf_command
+    print(f"bench perf {kind}: {torch.get_num_threads() if not args.threads else args.threads} thread(s), "
+          f"malloc tuned: {malloc_tuned()}, load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+    if kind == "train":
+        r = bench_train(args.model, suite=args.suite, dataset=args.dataset, data_root=args.data_root,
+                        steps=args.steps, batch_size=args.batch_size, repeats=args.repeats, threads=args.threads)  # fmt: skip
+        print(f"{r['model']}: harness {r['harness_median']:.0f} img/s, bare {r['bare_median']:.0f} img/s, "
+              f"harness / bare {r['ratio_median']:.3f}")  # fmt: skip
+        name = r["model"]
+    elif kind == "gated":
+        r = bench_gated(args.model, input_shape=args.shape, num_classes=args.num_classes,
+                        sparsity=None if args.natural else args.sparsity, batch_size=args.batch_size,
+                        min_run_time_s=args.min_run_time, warmup=args.warmup, repeats=args.repeats,
+                        threads=args.threads)  # fmt: skip
+        print(f"{r['model']} @ batch {r['batch_size']}, {100 * r['closed_gate_fraction']:.0f}% gates closed: "
+              f"MAC ratio {r['mac_ratio']:.2f}, realised {r['realised_ratio']:.2f}, "
+              f"realised ÷ MAC {r['realised_over_mac']:.2f} (dense / sparse all open "
+              f"{r['dense_over_sparse_open']:.2f}; max |sparse − dense| {r['max_abs_diff_sparse_vs_dense']:.1e})")  # fmt: skip
+        name = f"{r['model']}-bs{r['batch_size']}"
+    else:
+        r = bench_suite(args.suite, models=args.models, epochs=args.epochs, data_root=args.data_root,
+                        threads=args.threads)  # fmt: skip
+        shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["shares"].items())
+        print(f"suite {r['suite']}: {r['runs']} run(s) in {r['wall_s']:.1f} s — {shares}")
+        name = r["suite"] if not args.models else f"{r['suite']}-{len(r['models'])}models"
+    if not args.no_save:
+        print(f"written: {write_result(r, args.out, kind, name)}")

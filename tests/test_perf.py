@@ -1,0 +1,128 @@
+"""`bench perf`: the commands run on tiny settings, print their ratios and write their JSON (no timing
+thresholds: the machines running tests are shared and noisy)."""
+
+import json
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.gates import collect
+from bench.perf import force_gate_rate, perf_markdown
+from bench.registry import create_model
+from tests.helpers import write_suite
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _closed(model) -> list[float]:
+    return [1 - g.double().mean().item() for _, g in collect(model).values()]
+
+
+def test_force_gate_rate_closes_the_asked_share_of_channel_and_block_gates():
+    x = torch.randn(2, 1, 8, 8)
+    model = create_model("bas_resnet20", num_classes=10, in_chans=1).eval()
+    hooks = force_gate_rate(model, 0.5, x)
+    with torch.no_grad():
+        model(x)
+    closed = torch.tensor(_closed(model))  # 16, 32 or 64 gates per block: exactly half of each closed
+    assert torch.allclose(closed, torch.full_like(closed, 0.5))
+    for h in hooks:
+        h.remove()
+    with torch.no_grad():
+        model(x)
+    assert max(_closed(model)) < 0.5  # the learned gates (bias 3: mostly open) are back
+
+    model = create_model("aig_resnet20", num_classes=10, in_chans=1).eval()
+    force_gate_rate(model, 1 / 3, x)
+    with torch.no_grad():
+        model(x)
+    assert sorted(_closed(model)) == [0.0] * 6 + [1.0] * 3  # 3 of the 9 blocks skipped, every sample
+
+
+def test_perf_gated_prints_ratios_and_writes_json(tmp_path, capsys):
+    args = ["perf", "gated", "bas_resnet20", "--shape", "1,12,12", "--min-run-time", "0.01", "--warmup", "1",
+            "--repeats", "1", "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "MAC ratio" in out and "realised ÷ MAC" in out and "50% gates closed" in out
+    (path,) = tmp_path.glob("gated-bas_resnet20-bs1.json")
+    r = json.loads(path.read_text())
+    # half of conv1's outputs and conv2's inputs closed: each block's MACs halve; stem, gates, fc stay
+    assert 1.8 < r["mac_ratio"] < 2.0 and r["closed_gate_fraction"] == pytest.approx(0.5)
+    assert r["max_abs_diff_sparse_vs_dense"] < 1e-4
+    assert r["environment"]["torch"] == torch.__version__ and r["load_average"] and r["date"]
+    assert r["realised_over_mac"] == pytest.approx(r["realised_ratio"] / r["mac_ratio"])
+
+
+def test_perf_gated_refuses_an_ungated_model(capsys):
+    assert main(["perf", "gated", "resnet20", "--no-save"]) == 2
+    assert "no sparse inference path" in capsys.readouterr().err
+
+
+def test_perf_train_prints_the_ratio(tmp_path, fashion_root, no_system_data, capsys):
+    suite = write_suite(tmp_path)
+    args = ["perf", "train", "resnet20", "--suite", str(suite), "--data-root", str(fashion_root), "--steps", "2",
+            "--batch-size", "16", "--repeats", "2", "--out", str(tmp_path / "perf")]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "harness / bare" in out and "repeat 2/2" in out
+    r = json.loads((tmp_path / "perf" / "train-resnet20.json").read_text())
+    assert r["steps"] == 2 and len(r["ratio_per_repeat"]) == 2 and r["ratio_median"] > 0
+    assert r["train_config"]["batch_size"] == 16
+
+
+def test_perf_suite_splits_the_wall_time_by_stage(tmp_path, fashion_root, no_system_data, capsys):
+    suite = write_suite(tmp_path, models=("resnet20", "bas_resnet20"))
+    args = ["perf", "suite", "--suite", str(suite), "--data-root", str(fashion_root), "--models", "bas_resnet20",
+            "--out", str(tmp_path / "perf")]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "suite tiny: 1 run(s)" in out and "training" in out and "bas_resnet20 · fashion_mnist" in out
+    (path,) = (tmp_path / "perf").glob("suite-*.json")
+    r = json.loads(path.read_text())
+    assert r["models"] == ["bas_resnet20"] and r["failed"] == 0
+    assert sum(r["shares"].values()) == pytest.approx(1.0)
+    assert all(r["stages_s"][k] > 0 for k in ("training", "evaluation", "measurement", "io"))
+    assert r["io_detail_s"]["checkpoint_io"] > 0 and r["io_detail_s"]["store_io"] > 0
+    import bench.runner
+    import bench.train
+
+    assert bench.runner.train is bench.train.train  # the wrappers are gone after the call
+
+    md = perf_markdown(tmp_path)  # `results_dir` with a perf/ folder inside
+    assert "### Suite wall time by stage" in md and "| tiny | 1 |" in md
+
+
+def test_perf_markdown_renders_every_benchmark(tmp_path):
+    ctx = {"load_average": [1.5, 1, 1], "date": "2026-11-23T20:00:00+00:00"}
+    (tmp_path / "train-resnet20.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "train",
+                "model": "resnet20",
+                "train_config": {"batch_size": 64},
+                "steps": 30,
+                "num_threads": 2,
+                "harness_median": 500.0,
+                "bare_median": 510.0,
+                "ratio_median": 0.98,
+                **ctx,
+            }
+        )
+    )
+    (tmp_path / "gated-bas_resnet56-bs1.json").write_text(json.dumps({
+        "benchmark": "gated", "model": "bas_resnet56", "input_shape": [3, 32, 32], "batch_size": 1,
+        "closed_gate_fraction": 0.5, "mac_ratio": 1.9, "dense_ms": [4.0], "sparse_ms": [2.5],
+        "realised_ratio": 1.6, "realised_over_mac": 0.84, "dense_over_sparse_open": 1.1, "num_threads": 2, **ctx}))  # fmt: skip
+    md = perf_markdown(tmp_path)
+    assert "| resnet20 | 64 | 30 | 2 | 500 | 510 | 0.980 |" in md
+    assert "| bas_resnet56 | 3×32×32 | 1 | 50% | 1.90 | 4.00 | 2.50 | 1.60 | 0.84 | 1.10 | 2 |" in md
+    assert "load 1.5" in md
+    assert perf_markdown(tmp_path / "empty") == ""
