@@ -51,6 +51,10 @@ def cmd_run(args: argparse.Namespace) -> None:
         )  # fmt: skip
     except PlanError as e:  # a model that cannot take the data: say which plugin it came from
         raise PlanError(plugins.name_plugins(str(e))) from None
+    from bench.distributed import world
+
+    if not world().is_main:  # under torchrun, rank 0 stores, writes and reports
+        return
     print(f"{len(records)} run(s) stored in {store.path(suite.name)}")
     print(f"leaderboard: {leaderboard_dir / (suite.name + '.md')}")
 

@@ -84,6 +84,15 @@ def all_gather_objects(obj) -> list:
     return out
 
 
+def broadcast_object(obj, src: int = 0):
+    """Rank `src`'s `obj` on every rank (rank 0 reads a checkpoint; the nodes need no shared disk)."""
+    if world().world_size == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
 def rng_state(device: str) -> dict:
     """This process's random state: python, numpy, torch CPU and the CUDA device, as plain tensors/lists
     (a checkpoint stays loadable with `torch.load(..., weights_only=True)`)."""

@@ -19,6 +19,7 @@ import torch
 from bench import registry
 from bench.config import Suite, TrainConfig, config_hash
 from bench.data import ImageDataset, load_dataset
+from bench.distributed import barrier, init_from_env, world
 from bench.env import environment
 from bench.measure.report import counters_disagree, measure_model
 from bench.results import ResultStore
@@ -81,8 +82,11 @@ def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset]) -> Non
 
 
 def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, resume: bool,
-            progress: bool, submitter: str) -> Record:  # fmt: skip
-    """Train, evaluate and measure one (model, dataset, seed); returns its record (not yet stored)."""
+            progress: bool, submitter: str) -> Record | None:  # fmt: skip
+    """Train, evaluate and measure one (model, dataset, seed); returns its record (not yet stored).
+
+    Under torchrun every rank trains; rank 0 alone measures and returns the record (others: None).
+    """
     data = data.subset(spec.train.train_size)
     seed_everything(spec.seed)
     model = registry.create_model(spec.model, data.num_classes, data.in_chans, **spec.model_args)
@@ -93,10 +97,19 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
     result = train(model, data, spec.train, spec.seed, device, checkpoint, resume, progress, desc=spec.name)
     metrics, gates = None, None
     if result.status == "measured":
-        accuracy = evaluate(model, data, spec.train.eval_batch_size, device)
+        accuracy = evaluate(model, data, spec.train.eval_batch_size, device)  # every rank: reduced sums
+        if not world().is_main:  # measurement, the record and every write belong to rank 0
+            barrier()
+            return None
         measured, gates = measure_model(model, data, spec.suite.measure, device, spec.train.eval_batch_size)
+        barrier()
         metrics = {**accuracy, **measured, "train_time_s": result.train_time_s,
                    "train_images_per_s": result.train_images_per_s}  # fmt: skip
+    elif not world().is_main:
+        return None
+    info = dict(getattr(model, "bench_info", {}))
+    if result.runtime.get("world_size", 1) > 1 or result.runtime.get("amp_dtype") or spec.train.channels_last:
+        info["training"] = result.runtime  # processes, per-rank batch, scaled lr, AMP dtype as run
     record = Record(
         schema_version=SCHEMA_VERSION,
         suite=spec.suite.name,
@@ -104,7 +117,7 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
         model=spec.model,
         model_family=registry.get_entry(spec.model).family,
         model_args=spec.model_args,
-        model_info=getattr(model, "bench_info", {}),
+        model_info=info,
         train_config=dataclasses.asdict(spec.train),
         config_hash=chash,
         dataset=spec.dataset,
@@ -151,6 +164,7 @@ def run_suite(suite: Suite, *, models: list[str] | None = None, seeds: list[int]
               store: ResultStore, work_dir: Path = Path("runs"), resume: bool = False,
               progress: bool = True, on_record=None) -> list[Record]:  # fmt: skip
     """Run every planned run; each record is stored as soon as it exists, then `on_record` is called."""
+    _, device = init_from_env(device)  # under torchrun: join the process group, one device per rank
     specs = plan(suite, models, seeds, epochs)
     datasets = {name: load_dataset(name, data_root) for name in suite.datasets}
     check_builds(specs, datasets)
@@ -159,6 +173,8 @@ def run_suite(suite: Suite, *, models: list[str] | None = None, seeds: list[int]
     for spec in specs:
         record = run_one(spec, datasets[spec.dataset], device=device, work_dir=work_dir, resume=resume,
                          progress=progress, submitter=default_submitter())  # fmt: skip
+        if record is None:  # not rank 0: rank 0 stores and reports
+            continue
         store.append([record])
         records.append(record)
         if on_record is not None:

@@ -30,6 +30,7 @@ from bench.distributed import (
     World,
     all_gather_objects,
     all_reduce_sum,
+    broadcast_object,
     rng_state,
     set_rng_state,
     world,
@@ -170,6 +171,7 @@ def train(
     `loss_fn(logits, y)` replaces the cross-entropy (segmentation passes its ignore-index loss).
     """
     where = world()
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
     if cfg.batch_size % where.world_size:
         raise ValueError(
             f"batch_size {cfg.batch_size} (global) does not split over {where.world_size} processes"
@@ -200,7 +202,8 @@ def train(
                       "channels_last": cfg.channels_last,
                       "sync_bn": bool(cfg.sync_bn and where.world_size > 1 and device_type == "cuda")}  # fmt: skip
     start_epoch, skip_steps, partial = 0, 0, None
-    state = load_checkpoint(checkpoint) if resume and checkpoint is not None else None
+    state = load_checkpoint(checkpoint) if resume and checkpoint is not None and where.is_main else None
+    state = broadcast_object(state)  # rank 0 read it; every rank continues from it
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
