@@ -139,17 +139,20 @@ class BatchDecorrelation(nn.Module):
         self.register_buffer("running_wm", torch.eye(self.d).repeat(self.groups, 1, 1))
 
     def whitening_matrix(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Batch mean [G, d, 1] and whitening matrix [G, d, d] of x (training-mode statistics)."""
+        """Batch mean [G, d, 1] and whitening matrix [G, d, d] of x (training-mode statistics), in at
+        least float32 even under autocast."""
         stats = self.pool(x) if self.pool is not None else x
-        xs = stats.transpose(0, 1).reshape(self.groups, self.d, -1)  # [G, d, m], m = N·H·W
-        mean = xs.mean(-1, keepdim=True)
-        xc = xs - mean
-        eye = torch.eye(self.d, dtype=x.dtype, device=x.device)
-        sigma = self.eps * eye + xc @ xc.transpose(1, 2) / xs.shape[-1]
-        trace = sigma.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None]
-        wm = newton_inverse_sqrt(sigma / trace, self.T)
-        if self.trace_rescale:
-            wm = wm / trace.sqrt()
+        with torch.autocast(x.device.type, enabled=False):
+            xs = stats.transpose(0, 1).reshape(self.groups, self.d, -1)  # [G, d, m], m = N·H·W
+            xs = xs.to(torch.promote_types(xs.dtype, torch.float32))
+            mean = xs.mean(-1, keepdim=True)
+            xc = xs - mean
+            eye = torch.eye(self.d, dtype=xs.dtype, device=xs.device)
+            sigma = self.eps * eye + xc @ xc.transpose(1, 2) / xs.shape[-1]
+            trace = sigma.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None]
+            wm = newton_inverse_sqrt(sigma / trace, self.T)
+            if self.trace_rescale:
+                wm = wm / trace.sqrt()
         return mean, wm
 
     def forward(self, x: Tensor) -> Tensor:

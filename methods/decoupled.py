@@ -172,10 +172,13 @@ class DecoupledConv2d(nn.Conv2d):
         self.weight.div_(self.weight_norm())
 
     def input_norm(self, x: Tensor) -> Tensor:
-        """‖x‖ of every patch, [N, 1, H_out, W_out]: a convolution of x² with a ones kernel."""
-        ones = x.new_ones(1, self.in_channels, *self.kernel_size)
-        sq = F.conv2d(x * x, ones, None, self.stride, self.padding, self.dilation)
-        return (sq + self.cfg.eps).sqrt()
+        """‖x‖ of every patch, [N, 1, H_out, W_out]: a convolution of x² with a ones kernel. In float32
+        even under autocast: a sum of k²·C_in squares overflows float16."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(torch.promote_types(x.dtype, torch.float32))
+            ones = x.new_ones(1, self.in_channels, *self.kernel_size)
+            sq = F.conv2d(x * x, ones, None, self.stride, self.padding, self.dilation)
+            return (sq + self.cfg.eps).sqrt()
 
     def _mean_input_norm(self, xnorm: Tensor) -> Tensor:
         """μ: the batch mean of ‖x‖ in training, its debiased running average in inference."""
@@ -198,6 +201,7 @@ class DecoupledConv2d(nn.Conv2d):
         wnorm = self.weight_norm()
         xnorm = self.input_norm(x)
         inner = F.conv2d(x, self.weight / wnorm, None, self.stride, self.padding, self.dilation)  # ‖x‖cos θ
+        inner = inner.to(xnorm.dtype)  # the decoupling itself in float32 (autocast makes `inner` 16-bit)
         rho = 1.0
         if cfg.magnitude in _USES_RHO:
             rho = (self.radius.square() + 1e-4)[None, :, None, None]

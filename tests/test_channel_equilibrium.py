@@ -211,3 +211,15 @@ def test_ce_resnet164_places_ce_after_bn3_and_at_the_stem_preactivation():
     model(x).sum().backward()
     assert model.layer1[0].ce_in.mix_logit.grad is not None
     assert model.bench_info["layout"] == "v1"
+
+
+def test_whitening_statistics_stay_float32_under_autocast():
+    torch.manual_seed(4)
+    ce = ChannelEquilibrium(32, 16, CEConfig()).train()
+    x = torch.randn(4, 32, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ce(x)
+        mean, wm = ce.bd.whitening_matrix(x.bfloat16())
+    assert wm.dtype == torch.float32 and ce.bd.running_wm.dtype == torch.float32
+    torch.testing.assert_close(wm, ce.bd.whitening_matrix(x)[1], rtol=0.05, atol=0.05)
+    assert torch.isfinite(y).all()

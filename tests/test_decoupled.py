@@ -241,3 +241,15 @@ def test_config_is_checked():
         DCConfig(weighted=True)
     with pytest.raises(TypeError, match="unknown arguments"):
         create_model("dcnet_tanh_cos_resnet20", num_classes=10, radius=2)
+
+
+def test_float16_autocast_keeps_the_input_norm_finite():
+    """A patch of 9·64 values of magnitude 20 has ‖x‖² ≈ 230,000, beyond float16's 65,504."""
+    torch.manual_seed(5)
+    op = DecoupledConv2d(64, 8, 3, 1, 1, cfg=DCConfig(angular="sigmoid"))
+    x = 20 * torch.randn(2, 64, 5, 5)
+    reference = op(x)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = op(x)
+    assert torch.isfinite(op.input_norm(x.half())).all()
+    torch.testing.assert_close(out.float(), reference, rtol=0.02, atol=0.02)
