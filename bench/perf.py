@@ -96,6 +96,9 @@ def _bare_train(model: nn.Module, images: Tensor, labels: Tensor, cfg, seed: int
         weight_decay=cfg.weight_decay,
     )
     aux_losses = getattr(model, "aux_losses", None)
+    amp, channels_last = getattr(cfg, "amp", False), getattr(cfg, "channels_last", False)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     start = time.perf_counter()
@@ -107,10 +110,13 @@ def _bare_train(model: nn.Module, images: Tensor, labels: Tensor, cfg, seed: int
             x = random_crop(x, cfg.crop_padding, generator)
         if cfg.flip:
             x = random_flip(x, generator)
-        loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
-        if aux_losses is not None:
-            for value in aux_losses(i / n_steps).values():
-                loss = loss + value
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg.label_smoothing)
+            if aux_losses is not None:
+                for value in aux_losses(i / n_steps).values():
+                    loss = loss + value.float()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -122,7 +128,9 @@ def _harness_train(model: nn.Module, data, cfg, seed: int, work: Path) -> tuple[
     from bench.train import train
 
     start = time.perf_counter()
-    result = train(model, data, cfg, seed, "cpu", work / "last.pt", False, False)
+    result = train(
+        model, data, cfg, seed, device="cpu", checkpoint=work / "last.pt", resume=False, progress=False
+    )
     wall = time.perf_counter() - start
     if result.status != "measured":
         raise RuntimeError(f"harness training failed: {result.failure_reason}")
@@ -140,10 +148,15 @@ def bench_train(
     batch_size: int | None = None,
     repeats: int = 3,
     threads: int | None = None,
+    amp: bool = False,
+    channels_last: bool = False,
     seed: int = 0,
     log=print,
 ) -> dict:
-    """Harness loop vs bare loop on the same model and data, alternated `repeats` times."""
+    """Harness loop vs bare loop on the same model and data, alternated `repeats` times.
+
+    `amp` (bf16 autocast on CPU) and `channels_last` switch the train config's fields of the same name
+    (both loops follow them)."""
     from bench.config import load_suite
     from bench.data import load_dataset
     from bench.train import seed_everything
@@ -152,6 +165,11 @@ def bench_train(
     cfg = spec.train_config(model_name)
     cfg = dataclasses.replace(cfg, epochs=1, batch_size=batch_size or cfg.batch_size)
     cfg = dataclasses.replace(cfg, train_size=steps * cfg.batch_size)
+    switches = {"amp": amp, "channels_last": channels_last}
+    for name, on in switches.items():
+        if on and not hasattr(cfg, name):
+            raise ValueError(f"this harness's train config has no {name!r} switch")
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in switches.items() if hasattr(cfg, k)})
     data = load_dataset(dataset or spec.datasets[0], data_root).subset(cfg.train_size)
     if len(data.train_labels) < cfg.batch_size:
         raise ValueError(
@@ -165,6 +183,11 @@ def bench_train(
     args = spec.model_args.get(model_name, {})
     harness, harness_loop, bare = [], [], []
     with _threads(threads), tempfile.TemporaryDirectory() as work:
+        warm = dataclasses.replace(
+            cfg, train_size=2 * cfg.batch_size
+        )  # allocator and kernels warmed, untimed
+        model = registry.create_model(model_name, data.num_classes, data.in_chans, **args)
+        _bare_train(model, images[: 2 * cfg.batch_size], data.train_labels[: 2 * cfg.batch_size], warm, seed)
         for r in range(repeats):
             for which in ("harness", "bare") if r % 2 == 0 else ("bare", "harness"):
                 seed_everything(seed)
@@ -569,6 +592,8 @@ def add_parser(sub) -> None:
     q.add_argument("--steps", type=int, default=30, help="training steps per measurement (default: 30)")
     q.add_argument("--batch-size", type=int, help="default: the suite's")
     q.add_argument("--repeats", type=int, default=3)
+    q.add_argument("--amp", action="store_true", help="bf16 autocast in both loops (the train config's amp)")
+    q.add_argument("--channels-last", action="store_true", help="NHWC model and inputs in both loops")
     q.set_defaults(func=cmd_perf)
 
     q = perf.add_parser("gated", parents=[common], help="sparse vs masked dense inference of a gated model")
@@ -597,10 +622,11 @@ def cmd_perf(args: argparse.Namespace) -> None:
           f"malloc tuned: {malloc_tuned()}, load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
     if kind == "train":
         r = bench_train(args.model, suite=args.suite, dataset=args.dataset, data_root=args.data_root,
-                        steps=args.steps, batch_size=args.batch_size, repeats=args.repeats, threads=args.threads)  # fmt: skip
+                        steps=args.steps, batch_size=args.batch_size, repeats=args.repeats, threads=args.threads,
+                        amp=args.amp, channels_last=args.channels_last)  # fmt: skip
         print(f"{r['model']}: harness {r['harness_median']:.0f} img/s, bare {r['bare_median']:.0f} img/s, "
               f"harness / bare {r['ratio_median']:.3f}")  # fmt: skip
-        name = r["model"]
+        name = r["model"] + "".join(f"-{k}" for k in ("amp", "channels_last") if getattr(args, k))
     elif kind == "gated":
         r = bench_gated(args.model, input_shape=args.shape, num_classes=args.num_classes,
                         sparsity=None if args.natural else args.sparsity, batch_size=args.batch_size,
