@@ -48,6 +48,11 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format for model and inputs
     sync_bn: bool = False  # synchronised BatchNorm across ranks (CUDA only; a no-op on one process)
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0 = at epoch ends only)
+    # streamed datasets (ImageNet, Cityscapes): training crop, evaluation resize (short side; 0 = none)
+    # and data-loading worker processes per rank; the in-memory datasets ignore them
+    crop_size: int = 224
+    eval_resize_size: int = 256
+    num_workers: int = 8
 
     OPTIMIZERS = ("sgd", "adam")
     SCHEDULES = ("step", "cosine", "linear", "constant")
@@ -190,7 +195,7 @@ def load_suite(name_or_path: str) -> Suite:
 # defaults, so the hash of every earlier configuration stays what it was.
 _HASH_OMITS_AT_DEFAULT = {
     "lr_scaling": "none", "base_batch_size": 256, "amp": False, "channels_last": False, "sync_bn": False,
-    "checkpoint_every_steps": 0,
+    "checkpoint_every_steps": 0, "crop_size": 224, "eval_resize_size": 256, "num_workers": 8,
 }  # fmt: skip
 
 

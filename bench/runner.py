@@ -68,7 +68,7 @@ def plan(suite: Suite, models: list[str] | None = None, seeds: list[int] | None 
 def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset]) -> None:
     """Build each model once and run two samples through it, before any training starts."""
     for spec in {(s.model, s.dataset): s for s in specs}.values():
-        data = datasets[spec.dataset]
+        data = _configured(datasets[spec.dataset], spec.train)
         try:
             model = registry.create_model(spec.model, data.num_classes, data.in_chans, **spec.model_args)
             with torch.no_grad():
@@ -76,9 +76,17 @@ def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset]) -> Non
         except Exception as e:  # noqa: BLE001 - any failure here is reported as the model's
             raise PlanError(f"model {spec.model!r} cannot be built for {spec.dataset} "
                             f"{data.input_shape}: {type(e).__name__}: {e}") from e  # fmt: skip
-        if tuple(out.shape) != (2, data.num_classes):
+        expected = (2, data.num_classes)
+        if getattr(data, "task", "classification") == "segmentation":
+            expected = (2, data.num_classes, *data.input_shape[1:])
+        if tuple(out.shape) != expected:
             raise PlanError(f"model {spec.model!r} returns shape {tuple(out.shape)} for {spec.dataset}; "
-                            f"expected (batch, {data.num_classes})")  # fmt: skip
+                            f"expected {expected}")  # fmt: skip
+
+
+def _configured(data, cfg: TrainConfig):
+    """A streamed dataset takes its crop sizes and workers from the run's config; in-memory ones are as is."""
+    return data.configure(cfg) if hasattr(data, "configure") else data
 
 
 def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, resume: bool,
@@ -87,7 +95,9 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
 
     Under torchrun every rank trains; rank 0 alone measures and returns the record (others: None).
     """
-    data = data.subset(spec.train.train_size)
+    data = _configured(data, spec.train).subset(spec.train.train_size)
+    # streamed datasets: gate statistics and executed MACs over a fixed in-memory slice of the eval split
+    measure_data = data if isinstance(data, ImageDataset) else data.measurement_set()
     seed_everything(spec.seed)
     model = registry.create_model(spec.model, data.num_classes, data.in_chans, **spec.model_args)
     chash = config_hash(spec.config)
@@ -101,7 +111,9 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
         if not world().is_main:  # measurement, the record and every write belong to rank 0
             barrier()
             return None
-        measured, gates = measure_model(model, data, spec.suite.measure, device, spec.train.eval_batch_size)
+        measured, gates = measure_model(
+            model, measure_data, spec.suite.measure, device, spec.train.eval_batch_size
+        )
         barrier()
         metrics = {**accuracy, **measured, "train_time_s": result.train_time_s,
                    "train_images_per_s": result.train_images_per_s}  # fmt: skip

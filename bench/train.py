@@ -249,8 +249,12 @@ def train(
             seen = partial["seen"]
             aux_sums = {k: v.to(device) for k, v in partial["aux_sums"].items()}
         partial = None
-        for i, (x, y) in enumerate(loader):
-            if i < skip_steps:  # resuming mid-epoch: the loader replays the same order; skip what ran
+        first = 0
+        if skip_steps and hasattr(loader, "start_at"):  # a streamed loader starts at the batch directly
+            loader.start_at(skip_steps)
+            first = skip_steps
+        for i, (x, y) in enumerate(loader, start=first):
+            if i < skip_steps:  # resuming mid-epoch: the in-memory loader replays its order; skip what ran
                 continue
             step = epoch * len(loader) + i
             if cfg.channels_last and x.dim() == 4:

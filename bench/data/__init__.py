@@ -7,11 +7,15 @@ and `bench.data.synthetic` writes tiny datasets in those same formats for the te
 from bench.data.base import DatasetNotFoundError, ImageDataset, dataset_search_roots
 from bench.data.loader import DeviceLoader
 
-DATASETS = ("fashion_mnist", "cifar10", "cifar100")
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenet")
 
 
 def load_dataset(name: str, root: str | None = None, download: bool = True) -> ImageDataset:
-    """Load `name`, looking in `root`, then $BENCH_DATA, then the dataset's system folder."""
+    """Load `name`, looking in `root`, then $BENCH_DATA, then the dataset's system folder.
+
+    ImageNet is too big for memory: it comes back as a streamed dataset (train_loader /
+    eval_loader over DataLoader workers) instead of an ImageDataset, and is never downloaded.
+    """
     if name == "fashion_mnist":
         from bench.data.fashion_mnist import load_fashion_mnist
 
@@ -20,6 +24,10 @@ def load_dataset(name: str, root: str | None = None, download: bool = True) -> I
         from bench.data.cifar import load_cifar
 
         return load_cifar(name, root, download)
+    if name == "imagenet":
+        from bench.data.imagenet import load_imagenet
+
+        return load_imagenet(root)
     raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
 
 
