@@ -23,6 +23,19 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name from /proc/cpuinfo where there is one."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: str = "cpu") -> dict:
     dev = torch.device(device)
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE)
@@ -32,9 +45,7 @@ def environment(device: str = "cpu") -> dict:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "device": dev.type,
-        "device_name": torch.cuda.get_device_name(dev)
-        if dev.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": device_name(dev),
         "num_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "channelbench": bench.__version__,

@@ -14,19 +14,13 @@ import statistics
 import torch
 from torch import nn
 
+from bench.env import device_name
+
 MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def malloc_tuned() -> bool:
     return all(os.environ.get(k) for k in MALLOC_ENV)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 @torch.inference_mode()
@@ -65,7 +59,7 @@ def measure_latency(
         "repeats": len(times_ms),
         "warmup": warmup,
         "device": dev.type,
-        "device_name": _device_name(dev),
+        "device_name": device_name(dev),
         "num_threads": torch.get_num_threads(),
         "timer": "cuda_events" if dev.type == "cuda" else "torch.utils.benchmark",
         "malloc_tuned": malloc_tuned(),
