@@ -31,7 +31,7 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
-    lr_schedule: str = "step"  # step | cosine | linear | constant
+    lr_schedule: str = "step"  # step | cosine | linear | constant | poly ((1 - t)^0.9, PSPNet / DeepLab)
     milestones: tuple[float, ...] = ()  # epochs at which a step schedule multiplies the lr by gamma
     gamma: float = 0.1
     warmup_epochs: float = 0.0
@@ -55,7 +55,7 @@ class TrainConfig:
     num_workers: int = 8
 
     OPTIMIZERS = ("sgd", "adam")
-    SCHEDULES = ("step", "cosine", "linear", "constant")
+    SCHEDULES = ("step", "cosine", "linear", "constant", "poly")
     LR_SCALING = ("none", "linear")
 
     @property

@@ -24,6 +24,7 @@ from bench.env import environment
 from bench.measure.report import counters_disagree, measure_model
 from bench.results import ResultStore
 from bench.schema import SCHEMA_VERSION, Record
+from bench.segmentation import evaluate_segmentation, segmentation_loss  # also registers the PSPNets
 from bench.train import evaluate, seed_everything, train
 
 
@@ -96,21 +97,32 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
     Under torchrun every rank trains; rank 0 alone measures and returns the record (others: None).
     """
     data = _configured(data, spec.train).subset(spec.train.train_size)
-    # streamed datasets: gate statistics and executed MACs over a fixed in-memory slice of the eval split
-    measure_data = data if isinstance(data, ImageDataset) else data.measurement_set()
     seed_everything(spec.seed)
     model = registry.create_model(spec.model, data.num_classes, data.in_chans, **spec.model_args)
     chash = config_hash(spec.config)
     checkpoint = (
         work_dir / spec.suite.name / f"{spec.model}-{spec.dataset}-s{spec.seed}-{chash[:8]}" / "last.pt"
     )
-    result = train(model, data, spec.train, spec.seed, device, checkpoint, resume, progress, desc=spec.name)
-    metrics, gates = None, None
-    if result.status == "measured":
+    segmentation = getattr(data, "task", "classification") == "segmentation"
+    result = train(model, data, spec.train, spec.seed, device, checkpoint, resume, progress, desc=spec.name,
+                   loss_fn=segmentation_loss if segmentation else None)  # fmt: skip
+    metrics, gates, seg_metrics = None, None, None
+    if result.status == "measured" and segmentation:
+        where = world()
+        loader = data.eval_loader(spec.train.eval_batch_size, device, where.rank, where.world_size)
+        seg_metrics = evaluate_segmentation(model, loader, data.num_classes, device)
+        # until the record schema has segmentation fields: top-1 holds pixel accuracy (top-5 repeats
+        # it) and mIoU goes to model_info["segmentation"]
+        accuracy = {"top1_pct": seg_metrics["pixel_acc_pct"], "top5_pct": seg_metrics["pixel_acc_pct"],
+                    "eval_loss": seg_metrics["eval_loss"]}  # fmt: skip
+    elif result.status == "measured":
         accuracy = evaluate(model, data, spec.train.eval_batch_size, device)  # every rank: reduced sums
+    if result.status == "measured":
         if not world().is_main:  # measurement, the record and every write belong to rank 0
             barrier()
             return None
+        # streamed datasets: gate statistics and executed MACs over a fixed in-memory slice of the eval split
+        measure_data = data if isinstance(data, ImageDataset) else data.measurement_set()
         measured, gates = measure_model(
             model, measure_data, spec.suite.measure, device, spec.train.eval_batch_size
         )
@@ -122,6 +134,9 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
     info = dict(getattr(model, "bench_info", {}))
     if result.runtime.get("world_size", 1) > 1 or result.runtime.get("amp_dtype") or spec.train.channels_last:
         info["training"] = result.runtime  # processes, per-rank batch, scaled lr, AMP dtype as run
+    if seg_metrics is not None:
+        info["segmentation"] = {**seg_metrics, "eval": "whole image, full resolution, single scale",
+                                "metrics": "torchmetrics MulticlassJaccardIndex / MulticlassAccuracy, ignore 255"}  # fmt: skip
     record = Record(
         schema_version=SCHEMA_VERSION,
         suite=spec.suite.name,

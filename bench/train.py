@@ -83,6 +83,8 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
             return 0.5 * (1 + math.cos(math.pi * done))
         if cfg.lr_schedule == "linear":
             return 1 - done
+        if cfg.lr_schedule == "poly":  # PSPNet's "poly" policy, power 0.9 (Zhao et al. 2017)
+            return (1 - done) ** 0.9
         if cfg.lr_schedule == "step":
             return cfg.gamma ** sum(step >= m for m in milestones)
         return 1.0

@@ -7,13 +7,13 @@ and `bench.data.synthetic` writes tiny datasets in those same formats for the te
 from bench.data.base import DatasetNotFoundError, ImageDataset, dataset_search_roots
 from bench.data.loader import DeviceLoader
 
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenet")
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenet", "cityscapes")
 
 
 def load_dataset(name: str, root: str | None = None, download: bool = True) -> ImageDataset:
     """Load `name`, looking in `root`, then $BENCH_DATA, then the dataset's system folder.
 
-    ImageNet is too big for memory: it comes back as a streamed dataset (train_loader /
+    ImageNet and Cityscapes are too big for memory: each comes back as a streamed dataset (train_loader /
     eval_loader over DataLoader workers) instead of an ImageDataset, and is never downloaded.
     """
     if name == "fashion_mnist":
@@ -28,6 +28,10 @@ def load_dataset(name: str, root: str | None = None, download: bool = True) -> I
         from bench.data.imagenet import load_imagenet
 
         return load_imagenet(root)
+    if name == "cityscapes":
+        from bench.data.cityscapes import load_cityscapes
+
+        return load_cityscapes(root)
     raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
 
 

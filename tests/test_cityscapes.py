@@ -1,0 +1,136 @@
+"""Cityscapes: the trainId table, mIoU by hand, and PSPNet (plain and BAS-gated) end to end on a tiny tree."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.datasets import Cityscapes
+
+from bench.config import load_suite, parse_suite
+from bench.data import DatasetNotFoundError, load_dataset
+from bench.data.cityscapes import IGNORE_INDEX, train_id_table
+from bench.segmentation import evaluate_segmentation
+
+IDS = [c.id for c in Cityscapes.classes if c.id >= 0]
+
+
+def write_cityscapes(root: Path, n_train: int = 4, n_val: int = 2, size=(32, 64), seed: int = 0) -> Path:
+    """leftImg8bit/<split>/<city>/*_leftImg8bit.png and gtFine/<split>/<city>/*_gtFine_labelIds.png."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for i in range(n):
+            city = ("aachen", "bochum")[i % 2]
+            stem = f"{city}_{i:06d}_000019"
+            labels = rng.choice(IDS, size=size).astype(np.uint8)
+            labels[: size[0] // 2] = 7  # road on the top half, so the tiny model has something to learn
+            image = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+            image[labels == 7] = (128, 64, 128)
+            for kind, name, array in (
+                ("leftImg8bit", "leftImg8bit", image),
+                ("gtFine", "gtFine_labelIds", labels),
+            ):
+                folder = root / kind / split / city
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(folder / f"{stem}_{name}.png")
+    return root
+
+
+def test_the_train_id_table_matches_the_official_one():
+    table = train_id_table()
+    for c in Cityscapes.classes:
+        if c.id >= 0:
+            assert table[c.id] == (c.train_id if 0 <= c.train_id < 19 else IGNORE_INDEX), c.name
+    assert sorted(set(table.tolist())) == [*range(19), 255]
+    assert [c.name for c in Cityscapes.classes if 0 <= c.train_id < 19][:3] == [
+        "road",
+        "sidewalk",
+        "building",
+    ]
+    assert table[7] == 0 and table[26] == 13 and table[33] == 18 and table[0] == 255  # road, car, bicycle
+
+
+def test_miou_and_pixel_accuracy_equal_a_hand_count():
+    target = torch.tensor([[[0, 0, 1, 1], [2, 2, 255, 255]]])
+    pred = torch.tensor([[[0, 1, 1, 1], [2, 0, 2, 0]]])  # the two ignored pixels must not count
+
+    class Fixed(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 10
+
+    metrics = evaluate_segmentation(Fixed(), [(torch.zeros(1, 3, 2, 4), target)], num_classes=3)
+    # class 0: TP 1, FP 1 (pixel 6), FN 1 (pixel 1) -> 1/3; class 1: TP 2, FP 1 -> 2/3; class 2: TP 1, FN 1 -> 1/2
+    assert metrics["miou_pct"] == pytest.approx(100 * (1 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert metrics["pixel_acc_pct"] == pytest.approx(100 * 4 / 6)
+
+
+TINY = """
+name = "cityscapes_tiny"
+version = 1
+datasets = ["cityscapes"]
+models = ["pspnet_resnet50", "pspnet_bas_resnet50"]
+seeds = [0]
+
+[train]
+epochs = 1
+batch_size = 2
+lr = 0.01
+weight_decay = 1e-4
+lr_schedule = "linear"
+crop_size = 32
+num_workers = 0
+eval_batch_size = 1
+
+[measure]
+latency_batch_sizes = [1]
+latency_min_run_time_s = 0.01
+latency_warmup = 1
+"""
+
+
+def test_pspnet_plain_and_gated_train_evaluate_and_give_records(tmp_path, monkeypatch):
+    from bench.leaderboard import write_leaderboard
+    from bench.results import ResultStore
+    from bench.runner import run_suite
+
+    monkeypatch.delenv("BENCH_DATA", raising=False)
+    root = write_cityscapes(tmp_path / "cityscapes")
+    store = ResultStore(tmp_path / "results")
+    plain, gated = run_suite(parse_suite(TINY, "cityscapes_tiny.toml"), data_root=str(root), store=store,
+                             work_dir=tmp_path / "runs", progress=False)  # fmt: skip
+    for record in (plain, gated):
+        assert record.status == "measured" and record.data.input_shape == [3, 32, 64]
+        seg = record.model_info["segmentation"]
+        assert 0 <= seg["miou_pct"] <= 100 and seg["pixel_acc_pct"] == record.metrics.top1_pct
+        assert record.model_info["output_stride"] == 8
+    assert plain.metrics.executed_macs is None
+    backbone_gates = gated.metrics.executed_macs  # executed MACs per image at the whole-image resolution
+    assert backbone_gates is not None and 0 < backbone_gates.mean <= gated.metrics.static_macs
+    write_leaderboard(store, tmp_path / "lb", "cityscapes_tiny")
+    board = (tmp_path / "lb" / "cityscapes_tiny.md").read_text()
+    assert "pspnet_resnet50" in board and "pspnet_bas_resnet50" in board
+
+
+def test_missing_data_names_the_download_page_and_the_layout(tmp_path, monkeypatch):
+    monkeypatch.delenv("BENCH_DATA", raising=False)
+    with pytest.raises(DatasetNotFoundError, match=r"cityscapes-dataset\.com.*gtFine_labelIds"):
+        load_dataset("cityscapes", str(tmp_path))
+
+
+def test_the_cityscapes_suite():
+    suite = load_suite("cityscapes")
+    assert suite.datasets == ("cityscapes",) and set(suite.models) == {
+        "pspnet_resnet50",
+        "pspnet_bas_resnet50",
+    }
+    assert suite.train.crop_size == 713 and suite.train.sync_bn
+
+
+def test_the_poly_schedule():
+    from bench.config import TrainConfig
+    from bench.train import lr_factor
+
+    f = lr_factor(TrainConfig(epochs=2, lr_schedule="poly"), steps_per_epoch=10)
+    assert f(0) == 1 and f(10) == pytest.approx(0.5**0.9) and f(20) == 0
