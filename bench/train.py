@@ -186,6 +186,9 @@ def train(
     if where.world_size > 1:
         if cfg.sync_bn and torch.device(device).type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif cfg.sync_bn and where.is_main:  # torch's SyncBatchNorm runs on GPUs only
+            print("sync_bn: BatchNorm statistics stay per process on CPU (recorded as sync_bn false)",
+                  file=sys.stderr, flush=True)  # fmt: skip
         net = nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device).index] if
                                                   torch.device(device).type == "cuda" else None)  # fmt: skip
     optimizer = build_optimizer(model, cfg)
