@@ -227,6 +227,8 @@ def train(
             state.get("partial"),
         )
     del state
+    if isinstance(partial, list):  # one entry per rank of the run that wrote the checkpoint
+        partial = partial[where.rank % len(partial)]
     aux_losses = getattr(model, "aux_losses", None)
     total_steps = cfg.epochs * len(loader)
     bar = tqdm(total=total_steps, initial=start_epoch * len(loader) + skip_steps, desc=desc,
@@ -234,11 +236,14 @@ def train(
                dynamic_ncols=True)  # fmt: skip
 
     def save(epoch: int, step_in_epoch: int, sums: dict | None) -> None:
-        rngs = all_gather_objects(rng_state(device))  # every rank's, so each continues its own stream
+        # every rank's RNG state and partial epoch sums, so each rank continues its own stream and counts
+        gathered = all_gather_objects((rng_state(device), sums))
+        rngs, partials = [g[0] for g in gathered], [g[1] for g in gathered]
         if checkpoint is not None and where.is_main:
             _save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
-                              "epoch": epoch, "step_in_epoch": step_in_epoch, "partial": sums,
+                              "epoch": epoch, "step_in_epoch": step_in_epoch,
+                              "partial": partials if sums is not None else None,
                               "history": result.history, "train_time_s": result.train_time_s,
                               "world_size": where.world_size}, checkpoint)  # fmt: skip
 

@@ -54,6 +54,48 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+def _interrupted_then_resumed_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    from bench import train as train_module
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    checkpoint = os.path.join(out_dir, "last.pt")
+    original, calls = train_module.all_gather_objects, []
+
+    def killed_at_the_second_save(obj):  # every rank gathers RNG states at every save
+        calls.append(1)
+        if len(calls) == 2:  # after the mid-epoch checkpoint at step 5, before the epoch-end one
+            raise KeyboardInterrupt
+        return original(obj)
+
+    try:
+        train_module.all_gather_objects = killed_at_the_second_save
+        try:
+            _train(out_dir, checkpoint)
+        except KeyboardInterrupt:
+            pass
+        train_module.all_gather_objects = original
+        state = torch.load(checkpoint, weights_only=True)
+        assert (state["epoch"], state["step_in_epoch"]) == (0, 5)
+        model, result, metrics = _train(out_dir, checkpoint, resume=True)
+        torch.save({"model": model.state_dict(), "history": result.history, "metrics": metrics},
+                   os.path.join(out_dir, f"resumed{rank}.pt"))  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_killed_mid_epoch_and_resumed_end_like_one_uninterrupted_process(tmp_path):
+    model, result, metrics = _train(tmp_path)
+    mp.start_processes(_interrupted_then_resumed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2,
+                       join=True, start_method="fork")  # fmt: skip
+    resumed = torch.load(tmp_path / "resumed0.pt", weights_only=True)
+    for name, value in model.state_dict().items():
+        assert torch.allclose(resumed["model"][name], value, atol=1e-5), name
+    assert resumed["history"][0]["train_loss"] == pytest.approx(result.history[0]["train_loss"], rel=1e-4)
+    assert resumed["metrics"]["top1_pct"] == metrics["top1_pct"]
+
+
 def test_two_gloo_processes_reach_the_weights_of_one_process_with_the_same_global_batch(tmp_path):
     model, result, metrics = _train(tmp_path)
     # fork: the children share the parent's imports (spawning re-imports torch, ~10 s on 2 busy cores)
