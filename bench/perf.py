@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import datetime as dt
 import json
@@ -271,6 +272,24 @@ def force_gate_rate(model: nn.Module, closed: float, x: Tensor, seed: int = 0) -
     return [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in names]
 
 
+@torch.inference_mode()
+def interleaved_ms(fns: dict, x: Tensor, min_run_time_s: float, warmup: int = 3) -> dict[str, float]:
+    """Median milliseconds per call of each function, calling them in turn (a, b, c, a, b, c, ...), so that
+    a change of the machine's load hits all of them alike: on a shared CPU their ratio is steadier than
+    that of consecutive timer blocks."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn(x)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    while time.perf_counter() - start < min_run_time_s * len(fns) or len(next(iter(times.values()))) < 10:
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(x)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 class SparseForward(nn.Module):
     """`model.forward_sparse` as a module, for the latency timer."""
 
@@ -341,10 +360,20 @@ def bench_gated(
                     h.remove()
             log(f"  repeat {r + 1}/{repeats}: dense {dense_ms[-1]:.3f} ms, sparse {sparse_ms[-1]:.3f} ms, "
                 f"sparse all open {open_ms[-1]:.3f} ms")  # fmt: skip
+        # the same three, interleaved call by call (open gates by a second model copy's hooks)
+        opened_model = copy.deepcopy(model)
+        force_gate_rate(opened_model, 0.0, x, seed)  # the copy's later hooks open every gate
+        sparse.prepare(opened_model)
+        inter = interleaved_ms(
+            {"dense": model, "sparse": model.forward_sparse, "sparse_all_open": opened_model.forward_sparse},
+            x, min_run_time_s * repeats,
+        )  # fmt: skip
         n_threads = torch.get_num_threads()
     for h in hooks:
         h.remove()
     mac_ratio = static / executed.mean().item()
+    log(f"  interleaved: dense {inter['dense']:.3f} ms, sparse {inter['sparse']:.3f} ms, "
+        f"sparse all open {inter['sparse_all_open']:.3f} ms")  # fmt: skip
     realised = [d / s for d, s in zip(dense_ms, sparse_ms, strict=True)]
     return {
         "benchmark": "gated",
@@ -367,6 +396,10 @@ def bench_gated(
         "realised_over_mac": statistics.median(realised) / mac_ratio,
         "dense_over_sparse_open": statistics.median(dense_ms) / statistics.median(open_ms),
         "sparse_open_over_sparse": statistics.median(open_ms) / statistics.median(sparse_ms),
+        "interleaved_ms": inter,
+        "realised_ratio_interleaved": inter["dense"] / inter["sparse"],
+        "realised_over_mac_interleaved": inter["dense"] / inter["sparse"] / mac_ratio,
+        "sparse_open_over_sparse_interleaved": inter["sparse_all_open"] / inter["sparse"],
         "max_abs_diff_sparse_vs_dense": max_diff,
         "num_threads": n_threads,
         "min_run_time_s": min_run_time_s,
@@ -507,6 +540,10 @@ def _load(results_dir: str | Path) -> list[dict]:
     return found
 
 
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def _when(r: dict) -> str:
     load = r.get("load_average") or ["?"]
     return f"{r.get('date', '?')[:16]} · load {load[0]}"
@@ -535,15 +572,19 @@ def perf_markdown(results_dir: str | Path) -> str:
         lines += ["", "### Sparse inference of gated models (`bench perf gated`)", "",
                   "MAC ratio = static / executed MACs; realised = masked dense latency / sparse latency; "
                   "folding = dense / sparse path with every gate open (what BatchNorm folding alone buys).", "",
+                  "Interleaved: the same three timed call by call in turn (steadier on a shared CPU); "
+                  "sparsity alone = sparse with every gate open / sparse at the given sparsity.", "",
                   "| model | input | batch | closed gates | MAC ratio | dense ms | sparse ms | realised | "
-                  "realised ÷ MAC | folding | threads | measured |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "realised ÷ MAC | folding | realised ÷ MAC, interleaved | sparsity alone, interleaved | "
+                  "threads | measured |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in gated:
             lines.append(
                 f"| {r['model']} | {'×'.join(map(str, r['input_shape']))} | {r['batch_size']} | "
                 f"{100 * r['closed_gate_fraction']:.0f}% | {r['mac_ratio']:.2f} | "
                 f"{statistics.median(r['dense_ms']):.2f} | {statistics.median(r['sparse_ms']):.2f} | "
                 f"{r['realised_ratio']:.2f} | {r['realised_over_mac']:.2f} | {r['dense_over_sparse_open']:.2f} | "
+                f"{_fmt(r.get('realised_over_mac_interleaved'))} | {_fmt(r.get('sparse_open_over_sparse_interleaved'))} | "
                 f"{r['num_threads']} | {_when(r)} |"
             )
     suites = [r for r in results if r.get("benchmark") == "suite"]
@@ -636,6 +677,9 @@ def cmd_perf(args: argparse.Namespace) -> None:
               f"MAC ratio {r['mac_ratio']:.2f}, realised {r['realised_ratio']:.2f}, "
               f"realised ÷ MAC {r['realised_over_mac']:.2f} (dense / sparse all open "
               f"{r['dense_over_sparse_open']:.2f}; max |sparse − dense| {r['max_abs_diff_sparse_vs_dense']:.1e})")  # fmt: skip
+        print(f"  interleaved timing: realised {r['realised_ratio_interleaved']:.2f}, realised ÷ MAC "
+              f"{r['realised_over_mac_interleaved']:.2f}, sparse all open / sparse "
+              f"{r['sparse_open_over_sparse_interleaved']:.2f} (sparsity alone)")  # fmt: skip
         name = f"{r['model']}-bs{r['batch_size']}"
     else:
         r = bench_suite(args.suite, models=args.models, epochs=args.epochs, data_root=args.data_root,

@@ -52,6 +52,7 @@ def test_perf_gated_prints_ratios_and_writes_json(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "MAC ratio" in out and "realised ÷ MAC" in out and "50% gates closed" in out
+    assert "interleaved timing: realised" in out
     (path,) = tmp_path.glob("gated-bas_resnet20-bs1.json")
     r = json.loads(path.read_text())
     # half of conv1's outputs and conv2's inputs closed: each block's MACs halve; stem, gates, fc stay
@@ -123,6 +124,6 @@ def test_perf_markdown_renders_every_benchmark(tmp_path):
         "realised_ratio": 1.6, "realised_over_mac": 0.84, "dense_over_sparse_open": 1.1, "num_threads": 2, **ctx}))  # fmt: skip
     md = perf_markdown(tmp_path)
     assert "| resnet20 | 64 | 30 | 2 | 500 | 510 | 0.980 |" in md
-    assert "| bas_resnet56 | 3×32×32 | 1 | 50% | 1.90 | 4.00 | 2.50 | 1.60 | 0.84 | 1.10 | 2 |" in md
+    assert "| bas_resnet56 | 3×32×32 | 1 | 50% | 1.90 | 4.00 | 2.50 | 1.60 | 0.84 | 1.10 | – | – | 2 |" in md
     assert "load 1.5" in md
     assert perf_markdown(tmp_path / "empty") == ""
