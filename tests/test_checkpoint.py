@@ -93,7 +93,8 @@ def test_a_truncated_checkpoint_is_detected_and_the_previous_one_used(data, tmp_
     resumed, model = _run(data, path, resume=True)  # continues from step 6 and ends like the reference
     assert resumed.history == reference.history
     assert all(
-        torch.equal(a, b) for a, b in zip(ref_model.state_dict().values(), model.state_dict().values(), strict=True)
+        torch.equal(a, b)
+        for a, b in zip(ref_model.state_dict().values(), model.state_dict().values(), strict=True)
     )
 
 
