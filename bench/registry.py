@@ -37,7 +37,7 @@ class ModelEntry:
 
 
 _MODELS: dict[str, ModelEntry] = {}
-_BUILTIN_PACKAGES = ("baselines", "methods")
+_BUILTIN_PACKAGES = ("baselines", "methods", "bench.segmentation")
 _loaded = False
 
 

@@ -24,7 +24,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bench.config import SuiteError, TrainConfig, _build, config_hash, list_suites, load_suite
+from bench.config import (
+    _HASH_OMITS_AT_DEFAULT,
+    SuiteError,
+    TrainConfig,
+    _build,
+    config_hash,
+    list_suites,
+    load_suite,
+)
 from bench.data import DATASETS
 from bench.results import ResultStore
 from bench.schema import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Record, upgrade
@@ -120,6 +128,9 @@ def _jsonable(value: Any) -> bool:
 
 
 def _train_config(train: dict[str, Any]) -> TrainConfig:
+    # Fields added to TrainConfig later are absent from older records; at their defaults they leave the
+    # config hash unchanged, so such a record is complete without them.
+    train = {**_HASH_OMITS_AT_DEFAULT, **train}
     known = [f.name for f in dataclasses.fields(TrainConfig)]
     missing = [k for k in known if k not in train]
     if missing:
