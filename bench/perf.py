@@ -11,7 +11,9 @@
   pattern with the requested share of closed gates (channel gates: that share of the gate vector's
   entries, chosen at random with a seed; block gates: that share of the blocks). The gate networks still
   run (and are counted) on both paths. The sparse path is also timed with every gate open, which shows
-  what BatchNorm folding alone buys (`dense_over_sparse_open`).
+  what BatchNorm folding alone buys (`dense_over_sparse_open`). Latencies come from
+  `bench.measure.latency` (torch.utils.benchmark), in alternated blocks; the same three functions are
+  also timed interleaved call by call (`interleaved_ms`), whose ratios are steadier on a shared CPU.
 - `suite`: wall time of a suite (all of it or `--models`) and the share spent in each stage of the
   runner: training, checkpoint writing, evaluation, measurement, data loading, store and leaderboard
   writing. The stages are timed by wrapping the runner's stage functions for this call only; the normal
