@@ -142,10 +142,10 @@ def test_a_clash_between_two_plugins_names_both(tmp_path, capsys):
 
 
 def test_unknown_model_hints_at_the_plugin_option(tmp_path, fashion_root, no_system_data, capsys):
-    suite = write_suite(tmp_path, models=("my_gate_resnet20",))
+    suite = write_suite(tmp_path, models=("my_unloaded_net",))
     assert main(_run_args(suite, tmp_path, fashion_root)) == 2
     (err,) = capsys.readouterr().err.strip().splitlines()
-    assert "unknown model 'my_gate_resnet20'" in err and "--plugin PATH" in err
+    assert "unknown model 'my_unloaded_net'" in err and "--plugin PATH" in err
 
 
 def _fake_entry_points(monkeypatch, tmp_path, module_body, value):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import registry
 from bench.cli import build_parser, main
 from bench.data import fashion_mnist
 from bench.data.synthetic import write_cifar, write_fashion_mnist
@@ -28,6 +29,20 @@ SMALL = {
 }
 COVERED_ELSEWHERE = {"pytest examples/my_method": "tests/test_example_plugin.py runs the template's tests"}
 STEPS = ["list", "measure", "run", "run", "run", "submit", "submit", "verify"]
+
+
+@pytest.fixture(autouse=True)
+def restore_registry():
+    """The user's copy of the template registers `my_gate_resnet20` from another file than the repository's
+    template: run the page with no plugin loaded, as in a fresh process, and put the registry back after."""
+    registry.list_models()
+    saved = dict(registry._MODELS)
+    for name, entry in saved.items():
+        if entry.origin:
+            del registry._MODELS[name]
+    yield
+    registry._MODELS.clear()
+    registry._MODELS.update(saved)
 
 
 def doc_commands() -> list[str]:
