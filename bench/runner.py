@@ -78,11 +78,11 @@ def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset]) -> Non
             with torch.no_grad():
                 out = model.eval()(torch.zeros(2, *shape))
         except Exception as e:  # noqa: BLE001 - any failure here is reported as the model's
-            raise PlanError(f"model {spec.model!r} cannot be built for {spec.dataset} "
+            raise PlanError(f"{registry.describe(spec.model)} cannot be built for {spec.dataset} "
                             f"{data.input_shape}: {type(e).__name__}: {e}") from e  # fmt: skip
         expected = (2, data.num_classes, *shape[1:]) if segmentation else (2, data.num_classes)
         if tuple(out.shape) != expected:
-            raise PlanError(f"model {spec.model!r} returns shape {tuple(out.shape)} for {spec.dataset}; "
+            raise PlanError(f"{registry.describe(spec.model)} returns shape {tuple(out.shape)} for {spec.dataset}; "
                             f"expected {expected}")  # fmt: skip
 
 

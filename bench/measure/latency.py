@@ -50,7 +50,7 @@ def measure_latency(
         )
         m = timer.blocked_autorange(min_run_time=min_run_time_s)
         times_ms = [t * 1e3 for t in m.times]
-    q = statistics.quantiles(times_ms, n=10) if len(times_ms) > 1 else [times_ms[0]] * 9
+    q = statistics.quantiles(times_ms, n=10, method="inclusive") if len(times_ms) > 1 else [times_ms[0]] * 9
     return {
         "batch_size": batch_size,
         "median_ms": statistics.median(times_ms),
