@@ -309,7 +309,8 @@ def index_markdown(suites: list[str], records: list[Record], version: int, diges
         "",
         f"Store version {version}, {len(records)} records (store sha256 `{digest[:16]}`). "
         "Generated from `results/` by `bench leaderboard`; do not edit by hand. "
-        "Paper-reported numbers and their sources: [paper.md](paper.md).",
+        "Paper-reported numbers and their sources: [paper.md](paper.md); benchmarks of the harness "
+        "itself (training overhead, sparse inference of gated models): [perf.md](perf.md).",
         "",
         "| Suite | Suite version | Datasets | Models we ran | Records | Submitted | Verified | Newest record |",
         "|---|---|---|---|---|---|---|---|",
@@ -439,6 +440,13 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
                 )
     paper = out / "paper.md"
     _write_atomic(paper, paper_markdown(store))
+    from bench.perf import perf_markdown  # the benchmarks of `bench perf`, stored under results/perf/
+
+    perf = perf_markdown(store.root)
+    if perf:
+        written.append(out / "perf.md")
+        _write_atomic(out / "perf.md", "# ChannelBench performance\n\nGenerated from `results/perf/` by "
+                      "`bench leaderboard`; re-measure with `bench perf train|gated|suite`.\n\n" + perf)  # fmt: skip
     index = out / "README.md"
     _write_atomic(index, index_markdown(suites, records, version, store.digest(at=at)))
     return written + [paper, index]
