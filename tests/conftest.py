@@ -3,10 +3,17 @@ import os
 import pytest
 import torch
 
-# One thread: the machines running tests are shared, and two spinning threads on a busy pair of cores
-# run ~10x slower than one (measured on the ConvNet-AIG tests: 80 s against 10 s).
-torch.set_num_threads(1)
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The machines running tests are shared, and two spinning threads on a busy pair of cores run ~10x
+    slower than one (measured on the ConvNet-AIG tests: 80 s against 10 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from torch import nn
+
 TINY_SUITE = """
 name = "tiny"
 version = 1
@@ -28,3 +30,7 @@ def write_suite(folder: Path, models=("resnet20",), seeds=(0,), epochs=1, extra=
     path = Path(folder) / "tiny.toml"
     path.write_text(TINY_SUITE.format(models=list(models), seeds=list(seeds), epochs=epochs) + extra)
     return path
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -20,21 +20,9 @@ from bench.gates import collect, gate_networks
 from bench.measure import executed_macs, static_macs
 from bench.measure.macs import gate_network_macs, module_macs
 from bench.registry import create_model, list_models
+from tests.helpers import n_params
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs run no faster on two threads, and ten times slower when another process holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def gate_params(in_planes: list[int], hidden: int = 16) -> int:

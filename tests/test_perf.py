@@ -13,14 +13,6 @@ from bench.registry import create_model
 from tests.helpers import write_suite
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _closed(model) -> list[float]:
     return [1 - g.double().mean().item() for _, g in collect(model).values()]
 

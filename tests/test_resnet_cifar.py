@@ -7,20 +7,7 @@ from baselines.resnet_cifar import CifarResNet, PreActBottleneck, PreActCifarRes
 from bench.measure import static_macs
 from bench.measure.macs import module_macs
 from bench.registry import create_model, list_models
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs run no faster on two threads, and ten times slower when another process holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
+from tests.helpers import n_params
 
 # (name, params at 10 classes, params at 100 classes, conv + linear MACs at 32×32), measured values of
 # reference/methods.md §1.1; the paper gives 0.27M / 0.46M / 0.66M / 0.85M / 1.7M / 1.7M parameters.

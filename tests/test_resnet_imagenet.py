@@ -8,19 +8,7 @@ from baselines.resnet_imagenet import BottleneckV1, ImageNetResNet
 from bench.measure import static_macs
 from bench.measure.macs import module_macs
 from bench.registry import create_model
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs run no faster on two threads, and ten times slower when another process holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from tests.helpers import n_params
 
 
 def meta_macs(name: str, **kwargs) -> tuple[int, int]:

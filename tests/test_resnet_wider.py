@@ -14,15 +14,6 @@ from baselines.resnet_wider import (
 from bench.registry import create_model, list_models
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs run no faster on two threads, and ten times slower when another process holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_gater_estimate_is_the_reference_formula():
     # reference/methods.md §1.3: 269,072 + 65·b + c·(b+1); ResNet-20 has 688 conv filters, b = 16
     assert conv_filters(create_model("resnet20", num_classes=10)) == 688

@@ -21,14 +21,6 @@ IMAGENET = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _randomised(name: str, in_chans: int = 3) -> nn.Module:
     """An untrained model whose BNs have non-trivial statistics and whose gates depend on the input."""
     torch.manual_seed(0)

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 import bench.config
 from bench.cli import main
@@ -22,17 +21,8 @@ def _dirs(root: Path, store: str) -> list[str]:
     return ["--out", str(root / store), "--leaderboard-dir", str(root / f"lb-{store}"), "--no-progress"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads train ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def measured(tmp_path_factory, one_thread):
+def measured(tmp_path_factory):
     """One tiny synthetic run (resnet20, 256 images, one epoch) stored by `bench run` in store A."""
     root = tmp_path_factory.mktemp("verify")
     data = write_fashion_mnist(root / "fashion", n_train=256, n_test=128)
