@@ -28,7 +28,9 @@ COUNTER_TOLERANCE = 0.01  # report a disagreement of the two counters above 1%
 
 
 def is_gated(model: nn.Module) -> bool:
-    return any(getattr(m, "gate_site", None) is not None or getattr(m, "gate_sites", None) for m in model.modules())
+    return any(
+        getattr(m, "gate_site", None) is not None or getattr(m, "gate_sites", None) for m in model.modules()
+    )
 
 
 def spread(values: torch.Tensor) -> dict[str, float]:
