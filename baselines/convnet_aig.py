@@ -150,7 +150,7 @@ class AIGBasicBlock(_GatedBlock):
         return self.relu(out)
 
     def sparse_parameters(self) -> dict:
-        folded = {"conv1": sparse.fold(self.conv1, self.bn1), "conv2": sparse.fold(self.conv2, self.bn2)}
+        folded = sparse.fold_block(self, 2)
         if isinstance(self.shortcut, nn.Sequential):
             folded["shortcut"] = sparse.fold(self.shortcut[0], self.shortcut[1])
         return folded
@@ -189,9 +189,7 @@ class AIGBottleneck(_GatedBlock, tv.Bottleneck):
         return self.relu(out)
 
     def sparse_parameters(self) -> dict:
-        folded = {
-            f"conv{i}": sparse.fold(getattr(self, f"conv{i}"), getattr(self, f"bn{i}")) for i in (1, 2, 3)
-        }
+        folded = sparse.fold_block(self, 3)
         if self.downsample is not None:
             folded["shortcut"] = sparse.fold(self.downsample[0], self.downsample[1])
         return folded

@@ -60,6 +60,11 @@ def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None) -> FoldedConv:
     )
 
 
+def fold_block(block: nn.Module, n: int) -> dict[str, FoldedConv]:
+    """`conv1`..`conv{n}` of a residual block, each with its `bn{k}` folded in."""
+    return {f"conv{k}": fold(getattr(block, f"conv{k}"), getattr(block, f"bn{k}")) for k in range(1, n + 1)}
+
+
 def active(gate: Tensor | None) -> Tensor | None:
     """Indices of the open gates of one sample's gate row [channels]; None when every gate is open."""
     if gate is None:

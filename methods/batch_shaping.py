@@ -245,12 +245,6 @@ def _gate(block: nn.Module, x: Tensor) -> Tensor:
     return gate[:, :, None, None]
 
 
-def _fold_convs(block: nn.Module, n: int) -> dict:
-    return {
-        f"conv{k}": sparse.fold(getattr(block, f"conv{k}"), getattr(block, f"bn{k}")) for k in range(1, n + 1)
-    }
-
-
 def _sparse_basic(block: nn.Module, x: Tensor, identity: Tensor, folded: dict) -> Tensor:
     """One sample through a gated basic block: conv1 over its open outputs, conv2 over those inputs."""
     idx = sparse.active(_gate(block, x)[0, :, 0, 0])
@@ -273,7 +267,7 @@ class BasCifarBlock(BasicBlock):
         return self.relu(out + identity)
 
     def sparse_parameters(self) -> dict:
-        return _fold_convs(self, 2)
+        return sparse.fold_block(self, 2)
 
     def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
         return _sparse_basic(self, x, self.shortcut(x), folded)
@@ -294,7 +288,7 @@ class BasBasicBlock(tv_resnet.BasicBlock):
         return self.relu(out + identity)
 
     def sparse_parameters(self) -> dict:
-        return _fold_convs(self, 2)
+        return sparse.fold_block(self, 2)
 
     def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
         return _sparse_basic(self, x, x if self.downsample is None else self.downsample(x), folded)
@@ -316,7 +310,7 @@ class BasBottleneck(tv_resnet.Bottleneck):
         return self.relu(out + identity)
 
     def sparse_parameters(self) -> dict:
-        return _fold_convs(self, 3)
+        return sparse.fold_block(self, 3)
 
     def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)

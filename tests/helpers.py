@@ -2,7 +2,10 @@
 
 from pathlib import Path
 
+import torch
 from torch import nn
+
+from bench.gates import collect
 
 TINY_SUITE = """
 name = "tiny"
@@ -34,3 +37,25 @@ def write_suite(folder: Path, models=("resnet20",), seeds=(0,), epochs=1, extra=
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def open_gate_fraction_after_training(model: nn.Module, steps: int = 30) -> float:
+    """Train `model` (4 classes, 1×12×12 inputs) for a few steps on a learnable toy task with its
+    aux losses, then return the mean of its eval-mode gates over the 64 training images."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 1, 12, 12, generator=generator)
+    y = torch.randint(0, 4, (64,), generator=generator)
+    x[torch.arange(64), 0, y * 3] += 3.0  # a class-dependent bright row
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for step in range(steps):
+        batch = slice(16 * (step % 4), 16 * (step % 4 + 1))
+        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+        loss = loss + sum(model.aux_losses(step / steps).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    return float(torch.cat([g for _, g in collect(model).values()], dim=1).mean())

@@ -21,6 +21,7 @@ from methods.batch_shaping import (
     beta_pdf,
     regularized_incomplete_beta,
 )
+from tests.helpers import open_gate_fraction_after_training
 
 
 def quadrature_cdf(x: float, a: float, b: float, n: int = 100_001) -> float:
@@ -256,23 +257,7 @@ def active_fraction_after_training(l0_weight: float, steps: int = 30) -> float:
         "bas_resnet20", num_classes=4, in_chans=1, bas_weight=0.0, l0_weight=l0_weight, l0_end=0.0,
         gate_bias_init=0.0,
     )  # fmt: skip
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(64, 1, 12, 12, generator=generator)
-    y = torch.randint(0, 4, (64,), generator=generator)
-    x[torch.arange(64), 0, y * 3] += 3.0  # a class-dependent bright row
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model.train()
-    for step in range(steps):
-        batch = slice(16 * (step % 4), 16 * (step % 4 + 1))
-        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-        loss = loss + sum(model.aux_losses(step / steps).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        model(x)
-    return float(torch.cat([g for _, g in collect(model).values()], dim=1).mean())
+    return open_gate_fraction_after_training(model, steps)
 
 
 def test_larger_l0_weight_leaves_fewer_gates_open():

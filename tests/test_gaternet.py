@@ -12,6 +12,7 @@ from bench.measure import static_macs
 from bench.measure.macs import gate_network_macs, module_macs
 from bench.registry import create_model
 from methods.gaternet import ImprovedSemHash, saturating_sigmoid
+from tests.helpers import open_gate_fraction_after_training
 
 RESNET20_FILTERS = 3 * 2 * (16 + 32 + 64)  # every conv filter of the 9 residual blocks
 
@@ -240,23 +241,7 @@ def active_fraction_after_training(sparsity_weight: float, steps: int = 30) -> f
     model = create_model(
         "gaternet_resnet20", num_classes=4, in_chans=1, b=16, sparsity_weight=sparsity_weight
     )
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(64, 1, 12, 12, generator=generator)
-    y = torch.randint(0, 4, (64,), generator=generator)
-    x[torch.arange(64), 0, y * 3] += 3.0  # a class-dependent bright row
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model.train()
-    for step in range(steps):
-        batch = slice(16 * (step % 4), 16 * (step % 4 + 1))
-        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-        loss = loss + sum(model.aux_losses(step / steps).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        model(x)
-    return float(torch.cat([g for _, g in collect(model).values()], dim=1).mean())
+    return open_gate_fraction_after_training(model, steps)
 
 
 def test_larger_sparsity_weight_leaves_fewer_gates_open():
