@@ -12,6 +12,7 @@ from bench.config import SuiteError, list_suites, load_suite
 from bench.data import DATASETS, DatasetNotFoundError
 from bench.measure.latency import MALLOC_ENV, malloc_tuned
 from bench.results import ResultStore, StoreError
+from bench.schema import QUALITY_METRICS
 
 USER_ERRORS = (SuiteError, registry.UnknownModelError, DatasetNotFoundError, StoreError, ValueError)
 
@@ -91,7 +92,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
     version, records = submit(args.file, store, args.submitter, args.code_url)
     for r in records:
         print(
-            f"accepted {r.record_id}: {r.model} · {r.dataset} · seed {r.seed} · top-1 {r.metrics.top1_pct:.2f}%"
+            f"accepted {r.record_id}: {r.model} · {r.dataset} · seed {r.seed} · "
+            f"{QUALITY_METRICS[r.metrics.quality_metric]} {r.metrics.quality:.2f}%"
         )
     print(f"{len(records)} record(s) stored as store version {version} in {store.runs}")
     for suite in sorted({r.suite for r in records}):
@@ -229,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="re-run a stored record's configuration and mark it verified if it holds"
     )
     p.add_argument("record_id", help="the record's id (or a unique prefix of at least 6 characters)")
-    p.add_argument("--tolerance", type=float, default=1.0, help="allowed |Δ top-1| in points (default: 1.0)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1.0,
+        help="allowed |Δ| of top-1 (mIoU for segmentation) in points (default: 1.0)",
+    )
     p.add_argument("--suite", help="the suite file, for a record of a suite that is not built in")
     p.add_argument("--data-root", help="folder holding the datasets (else $BENCH_DATA, then system folders)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))

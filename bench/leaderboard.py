@@ -1,9 +1,10 @@
 """The leaderboard, generated from the result store and nothing else (never edited by hand).
 
 `leaderboard/<suite>.md` has, per dataset, one row per model, configuration and origin (our runs, or
-one submitter's): top-1 mean ± std over seeds with n, a status badge (measured / submitted / verified),
-the paper-reported top-1 with our difference to it, params, static and executed MACs, the gate
-network's MACs, latency and device, and a figure of top-1 against MACs (`bench.plots`). Models the
+one submitter's): the headline metric (top-1, or mIoU on segmentation datasets) mean ± std over seeds
+with n, a status badge (measured / submitted / verified), the paper-reported number with our difference
+to it, top-5 (pixel accuracy), params, static and executed MACs, the gate
+network's MACs, latency and device, and a figure of the headline metric against MACs (`bench.plots`). Models the
 suite declares but nobody has run show "not yet run". `leaderboard/README.md` indexes the suites and
 lists every store version; `leaderboard/paper.md` lists the paper-reported numbers with their sources.
 
@@ -24,14 +25,39 @@ from statistics import mean, stdev
 import pandas as pd
 
 from bench.config import SuiteError, list_suites, load_suite
+from bench.data import DATASET_TASKS
 from bench.gate_figures import plot_gate_stats
 from bench.plots import Point, plot_accuracy_macs
 from bench.results import ResultStore
-from bench.schema import PaperReference, Record
+from bench.schema import QUALITY_METRICS, PaperReference, Record
 
 NOT_RUN = "not yet run"
 NONE = "–"
 ROWS = ("measured", "submitted")  # verified records are re-runs: they mark rows, they are not rows
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A task's metrics and the names of their columns."""
+
+    metric: str  # the headline metric: rows are sorted by it and plotted against MACs
+    header: str
+    second: str  # shown beside it
+    second_header: str
+    paper_header: str
+    axis: str  # the figure's y label
+
+
+COLUMNS = {
+    "classification": Columns("top1_pct", "Top-1 (%)", "top5_pct", "Top-5 (%)", "Paper top-1 (%)",
+                              "top-1 accuracy (%)"),
+    "segmentation": Columns("miou_pct", "mIoU (%)", "pixel_acc_pct", "Pixel acc. (%)", "Paper mIoU (%)",
+                            "mIoU (%)"),
+}  # fmt: skip
+
+
+def columns_of(dataset: str) -> Columns:
+    return COLUMNS[DATASET_TASKS.get(dataset, "classification")]
 
 
 def _millions(value: float | None, unit: str = "M") -> str:
@@ -70,9 +96,8 @@ class Group:
     records: list[Record] = field(default_factory=list)
     verified_by: dict[str, Record] = field(default_factory=dict)  # verified record id -> its verifier
 
-    @property
-    def top1(self) -> list[float]:
-        return [r.metrics.top1_pct for r in self.records]
+    def values(self, metric: str) -> list[float]:
+        return [getattr(r.metrics, metric) for r in self.records]
 
 
 def _matches(ref: PaperReference, model: str, model_args: dict, model_info: dict | None) -> bool:
@@ -90,12 +115,13 @@ class References:
         self.refs = refs
         self.used: list[tuple[str, PaperReference]] = []
 
-    def top1(self, dataset: str, model: str, model_args: dict, model_info: dict | None) -> list[tuple[int, PaperReference]]:  # fmt: skip
+    def matching(self, dataset: str, metric: str, model: str, model_args: dict,
+                 model_info: dict | None) -> list[tuple[int, PaperReference]]:  # fmt: skip
         out = []
         for paper, ref in self.refs:
             if (
                 ref.dataset == dataset
-                and ref.our_metric == "top1_pct"
+                and ref.our_metric == metric
                 and _matches(ref, model, model_args, model_info)
             ):
                 if (paper, ref) not in self.used:
@@ -105,19 +131,21 @@ class References:
 
 
 def _reference_line(number: int, paper: str, ref: PaperReference) -> str:
-    shown = f"{ref.our_metric.replace('_pct', '').replace('top', 'top-')} {ref.our_value:.2f}%"
+    shown = f"{QUALITY_METRICS.get(ref.our_metric, ref.our_metric.removesuffix('_pct').replace('top', 'top-'))} {ref.our_value:.2f}%"
     facts = [f"layout {ref.layout}" if ref.layout else "", ref.protocol, ref.note]
     extra = "".join(f"; {f}" for f in facts if f)
     return (f"{number}. {paper}, {ref.table}: `{ref.model}` on {ref.dataset}, {ref.stated()} "
             f"(shown as {shown}){extra}. Source: {ref.source}: “{ref.quote.strip()}”")  # fmt: skip
 
 
-def _paper_cells(refs: list[tuple[int, PaperReference]], top1: list[float] | None) -> dict[str, str]:
+def _paper_cells(
+    refs: list[tuple[int, PaperReference]], ours: list[float] | None, cols: Columns
+) -> dict[str, str]:
     if not refs:
-        return {"Paper top-1 (%)": NONE, "Δ vs paper": NONE}
+        return {cols.paper_header: NONE, "Δ vs paper": NONE}
     paper = "; ".join(f"{ref.our_value:.2f} [{n}]" for n, ref in refs)
-    delta = f"{mean(top1) - refs[0][1].our_value:+.2f}" if top1 else NONE
-    return {"Paper top-1 (%)": paper, "Δ vs paper": delta}
+    delta = f"{mean(ours) - refs[0][1].our_value:+.2f}" if ours else NONE
+    return {cols.paper_header: paper, "Δ vs paper": delta}
 
 
 def _status(group: Group) -> str:
@@ -135,14 +163,16 @@ def _row(label: str, group: Group, refs: References, dataset: str) -> dict[str, 
     m = [r.metrics for r in group.records]
     first = group.records[0]
     executed = [x.executed_macs.mean for x in m if x.executed_macs]
-    paper = refs.top1(dataset, group.model, first.model_args, first.model_info)
+    cols = columns_of(dataset)
+    paper = refs.matching(dataset, cols.metric, group.model, first.model_args, first.model_info)
+    ours = group.values(cols.metric)
     return {
         "Model": label,
         "Status": _status(group),
-        "Top-1 (%)": _mean_std(group.top1),
+        cols.header: _mean_std(ours),
         "n": str(len(group.records)),
-        **_paper_cells(paper, group.top1),
-        "Top-5 (%)": _mean_std([x.top5_pct for x in m]),
+        **_paper_cells(paper, ours, cols),
+        cols.second_header: _mean_std(group.values(cols.second)),
         "Params": _millions(m[0].params),
         "MACs": _millions(m[0].static_macs),
         "Executed MACs": _millions(mean(executed)) if executed else NONE,
@@ -153,8 +183,9 @@ def _row(label: str, group: Group, refs: References, dataset: str) -> dict[str, 
 
 
 def _not_run_row(model: str, model_args: dict, refs: References, dataset: str) -> dict[str, str]:
-    row = {"Model": model, "Status": NONE, "Top-1 (%)": NOT_RUN, "n": "0"}
-    return row | _paper_cells(refs.top1(dataset, model, model_args, None), None)
+    cols = columns_of(dataset)
+    row = {"Model": model, "Status": NONE, cols.header: NOT_RUN, "n": "0"}
+    return row | _paper_cells(refs.matching(dataset, cols.metric, model, model_args, None), None, cols)
 
 
 def group_records(records: list[Record], dataset: str) -> list[Group]:
@@ -181,6 +212,7 @@ class DatasetTable:
 def dataset_table(dataset: str, records: list[Record], declared: list[str], declared_args: dict[str, dict],
                   refs: References) -> DatasetTable:  # fmt: skip
     groups = group_records(records, dataset)
+    metric = columns_of(dataset).metric
     configs = Counter(model for model, _ in {(g.model, g.config_hash) for g in groups})
     rows, points = [], []
     for g in groups:
@@ -190,18 +222,19 @@ def dataset_table(dataset: str, records: list[Record], declared: list[str], decl
         rows.append(_row(label, g, refs, dataset))
         m = g.records[0].metrics
         executed = [r.metrics.executed_macs.mean for r in g.records if r.metrics.executed_macs]
+        ours = g.values(metric)
         points.append(Point(label, g.records[0].model_family, mean(executed) if executed else m.static_macs,
-                            bool(executed), mean(g.top1), stdev(g.top1) if len(g.top1) > 1 else 0.0))  # fmt: skip
+                            bool(executed), mean(ours), stdev(ours) if len(ours) > 1 else 0.0))  # fmt: skip
     run = {g.model for g in groups if g.origin == "measured"}  # a submission is not our run
     rows += [_not_run_row(m, declared_args.get(m, {}), refs, dataset) for m in declared if m not in run]
     return DatasetTable(dataset, rows, points)
 
 
-def _table_markdown(rows: list[dict[str, str]]) -> str:
+def _table_markdown(rows: list[dict[str, str]], cols: Columns) -> str:
     if not rows:
         return "_no runs yet_"
     table = pd.DataFrame(rows).fillna(NONE)
-    score = table["Top-1 (%)"].map(lambda s: -1.0 if s == NOT_RUN else float(s.split(" ")[0]))
+    score = table[cols.header].map(lambda s: -1.0 if s == NOT_RUN else float(s.split(" ")[0]))
     table = table.assign(_score=score).sort_values(
         ["_score", "Model"], ascending=[False, True], kind="stable"
     )
@@ -233,13 +266,24 @@ def suite_markdown(suite: str, records: list[Record], version: int, digest: str,
         "as the mean over the evaluation set; gate MACs are the gate network's own cost (included in "
         "executed MACs). Latency is the median per batch of 1 after warm-up.",
     ]
+    shown = sorted(set(datasets) | {r.dataset for r in records})
+    segmentation = [d for d in shown if columns_of(d).metric == "miou_pct"]
+    if segmentation:
+        lines += ["", f"On {', '.join(segmentation)} (semantic segmentation) mIoU takes top-1's place: the mean over "
+                  "classes of intersection over union, pixels labelled 255 ignored, evaluated on whole images at "
+                  "full resolution, single scale; pixel accuracy takes top-5's place. MACs and latency are per "
+                  "image at the size the table's model was measured at (see the model notes)."]  # fmt: skip
     tables = []
-    for dataset in sorted(set(datasets) | {r.dataset for r in records}):
+    for dataset in shown:
         table = dataset_table(dataset, records, models, model_args, refs)
         tables.append(table)
-        lines += ["", f"## {dataset}", "", _table_markdown(table.rows)]
+        cols = columns_of(dataset)
+        lines += ["", f"## {dataset}", "", _table_markdown(table.rows, cols)]
         if table.points:
-            lines += ["", f"![Top-1 against MACs on {dataset}]({plot_name(suite, dataset)})"]
+            lines += [
+                "",
+                f"![{cols.header.removesuffix(' (%)')} against MACs on {dataset}]({plot_name(suite, dataset)})",
+            ]
     if refs.used:
         lines += ["", "## Paper-reported references", "", "Numbers as the papers (or their authors' "
                   "releases) state them; only numbers confirmed by a quote are shown.", ""]  # fmt: skip
@@ -262,8 +306,8 @@ def _notes(records: list[Record]) -> list[str]:
             check = (f"verified by `{v.record_id}` (re-run {v.verification.measured:.2f}%, Δ "
                      f"{v.verification.delta:+.2f}, tolerance {v.verification.tolerance:.2f})"
                      if v else "not verified")  # fmt: skip
-            lines.append(f"- `{r.record_id}` · `{r.model}` · {r.dataset} · seed {r.seed} · top-1 "
-                         f"{r.metrics.top1_pct:.2f}% · by {r.submitter} · [code]({r.code_url}) · store version "
+            lines.append(f"- `{r.record_id}` · `{r.model}` · {r.dataset} · seed {r.seed} · "
+                         f"{QUALITY_METRICS[r.metrics.quality_metric]} {r.metrics.quality:.2f}% · by {r.submitter} · [code]({r.code_url}) · store version "
                          f"{r.store_version} · {check}")  # fmt: skip
     verified = sorted(
         (r for r in records if r.status == "verified"), key=lambda r: (r.store_version, r.record_id)
@@ -428,8 +472,10 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
                                       References(references))  # fmt: skip
         for table in tables:
             if table.points:
-                title = f"{name} · {table.dataset}: top-1 against MACs"
-                written.append(plot_accuracy_macs(table.points, title, out / plot_name(name, table.dataset)))
+                cols = columns_of(table.dataset)
+                title = f"{name} · {table.dataset}: {QUALITY_METRICS[cols.metric]} against MACs"
+                written.append(plot_accuracy_macs(table.points, title, out / plot_name(name, table.dataset),
+                                                  cols.axis))  # fmt: skip
         path = out / f"{name}.md"
         _write_atomic(path, text)
         written.append(path)

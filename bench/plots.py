@@ -1,6 +1,6 @@
-"""Top-1 against MACs, one figure per suite and dataset, like the accuracy–MACs figures of the
-Batch-Shaping paper (Ehteshami Bejnordi et al. 2020): one marker per method family, the Pareto front
-(no other point has at least the accuracy at no more MACs) drawn as a step line.
+"""Top-1 (mIoU for segmentation) against MACs, one figure per suite and dataset, like the accuracy–MACs
+figures of the Batch-Shaping paper (Ehteshami Bejnordi et al. 2020): one marker per method family, the
+Pareto front (no other point has at least the accuracy at no more MACs) drawn as a step line.
 
 Gated models are placed at their mean executed MACs over the evaluation set, every other model at its
 static MACs. Drawn with the Agg backend and written without the matplotlib version in the PNG's
@@ -28,21 +28,23 @@ class Point:
     family: str  # Record.model_family: one marker per family
     macs: float  # executed MACs (gated) or static MACs, per sample
     executed: bool  # True when `macs` are executed MACs
-    top1: float  # mean over seeds
-    top1_std: float = 0.0
+    quality: float  # the headline metric (top-1 or mIoU, %), mean over seeds
+    quality_std: float = 0.0
 
 
 def pareto_front(points: list[Point]) -> list[Point]:
-    """Points no other point beats: none has higher top-1 at no more MACs (or equal top-1 at fewer)."""
+    """Points no other point beats: none is better at no more MACs (or as good at fewer)."""
     front, best = [], float("-inf")
-    for p in sorted(points, key=lambda p: (p.macs, -p.top1, p.label)):
-        if p.top1 > best:
+    for p in sorted(points, key=lambda p: (p.macs, -p.quality, p.label)):
+        if p.quality > best:
             front.append(p)
-            best = p.top1
+            best = p.quality
     return front
 
 
-def plot_accuracy_macs(points: list[Point], title: str, path: str | Path) -> Path:
+def plot_accuracy_macs(
+    points: list[Point], title: str, path: str | Path, ylabel: str = "top-1 accuracy (%)"
+) -> Path:
     """Write the figure to `path` (PNG, atomically) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,20 +55,20 @@ def plot_accuracy_macs(points: list[Point], title: str, path: str | Path) -> Pat
         marker, colour = style[family]
         mine = sorted((p for p in points if p.family == family), key=lambda p: (p.macs, p.label))
         for p in mine:
-            ax.errorbar(p.macs / 1e6, p.top1, yerr=p.top1_std or None, fmt=marker, color=colour,
+            ax.errorbar(p.macs / 1e6, p.quality, yerr=p.quality_std or None, fmt=marker, color=colour,
                         markerfacecolor="none" if p.executed else colour, markersize=7, capsize=2)  # fmt: skip
             ax.annotate(
-                p.label, (p.macs / 1e6, p.top1), textcoords="offset points", xytext=(5, 4), fontsize=6
+                p.label, (p.macs / 1e6, p.quality), textcoords="offset points", xytext=(5, 4), fontsize=6
             )
         ax.plot([], [], marker, color=colour, label=family)
     front = pareto_front(points)
     if len(front) > 1:
-        ax.step([p.macs / 1e6 for p in front], [p.top1 for p in front], where="post", color="#444444",
+        ax.step([p.macs / 1e6 for p in front], [p.quality for p in front], where="post", color="#444444",
                 linewidth=1, linestyle="--", label="Pareto front")  # fmt: skip
     if any(p.executed for p in points):
         ax.plot([], [], "o", color="#444444", markerfacecolor="none", label="executed MACs (gated)")
     ax.set_xlabel("MACs per image (millions; executed MACs for gated models)")
-    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="lower right")

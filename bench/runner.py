@@ -107,15 +107,11 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
     segmentation = getattr(data, "task", "classification") == "segmentation"
     result = train(model, data, spec.train, spec.seed, device, checkpoint, resume, progress, desc=spec.name,
                    loss_fn=segmentation_loss if segmentation else None)  # fmt: skip
-    metrics, gates, seg_metrics = None, None, None
+    metrics, gates = None, None
     if result.status == "measured" and segmentation:
         where = world()
         loader = data.eval_loader(spec.train.eval_batch_size, device, where.rank, where.world_size)
-        seg_metrics = evaluate_segmentation(model, loader, data.num_classes, device)
-        # until the record schema has segmentation fields: top-1 holds pixel accuracy (top-5 repeats
-        # it) and mIoU goes to model_info["segmentation"]
-        accuracy = {"top1_pct": seg_metrics["pixel_acc_pct"], "top5_pct": seg_metrics["pixel_acc_pct"],
-                    "eval_loss": seg_metrics["eval_loss"]}  # fmt: skip
+        accuracy = evaluate_segmentation(model, loader, data.num_classes, device)  # mIoU, pixel accuracy
     elif result.status == "measured":
         accuracy = evaluate(model, data, spec.train.eval_batch_size, device)  # every rank: reduced sums
     if result.status == "measured":
@@ -133,11 +129,8 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
     elif not world().is_main:
         return None
     info = dict(getattr(model, "bench_info", {}))
-    if result.runtime.get("world_size", 1) > 1 or result.runtime.get("amp_dtype") or spec.train.channels_last:
-        info["training"] = result.runtime  # processes, per-rank batch, scaled lr, AMP dtype as run
-    if seg_metrics is not None:
-        info["segmentation"] = {**seg_metrics, "eval": "whole image, full resolution, single scale",
-                                "metrics": "torchmetrics MulticlassJaccardIndex / MulticlassAccuracy, ignore 255"}  # fmt: skip
+    if segmentation:
+        info["segmentation_metrics"] = "torchmetrics MulticlassJaccardIndex / MulticlassAccuracy, ignore 255"
     record = Record(
         schema_version=SCHEMA_VERSION,
         suite=spec.suite.name,
@@ -157,6 +150,7 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
         metrics=metrics,
         gates=gates,
         history=result.history,
+        training=result.runtime,
         environment=environment(device),
         submitter=submitter,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -168,7 +162,12 @@ def summary_line(record: Record) -> str:
     if record.status == "failed":
         return f"FAILED {record.model} · {record.dataset} · seed {record.seed}: {record.failure_reason}"
     m = record.metrics
-    parts = [f"top-1 {m.top1_pct:.2f}%", f"{m.params / 1e6:.3f}M params", f"{m.static_macs / 1e6:.2f}M MACs"]
+    quality = (
+        f"top-1 {m.top1_pct:.2f}%"
+        if m.top1_pct is not None
+        else (f"mIoU {m.miou_pct:.2f}% · pixel accuracy {m.pixel_acc_pct:.2f}%")
+    )
+    parts = [quality, f"{m.params / 1e6:.3f}M params", f"{m.static_macs / 1e6:.2f}M MACs"]
     if m.executed_macs:
         parts.append(f"executed {m.executed_macs.mean / 1e6:.2f}M")
     if m.latency:

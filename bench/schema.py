@@ -7,8 +7,13 @@ reading the old versions (`READABLE_SCHEMA_VERSIONS`, `upgrade`).
 Versions:
 - 1: the first version.
 - 2: a `verified` record carries `verification` (the record it re-ran, the metric, both values and the
-  tolerance); a `submitted` record needs an http(s) `code_url`. Version-1 records are read as they are
-  (they have no `verification`) and `upgrade` turns a version-1 body into a version-2 one.
+  tolerance); a `submitted` record needs an http(s) `code_url`.
+- 3: `training` (how the run actually trained: processes, global and per-process batch, the scaled
+  learning rate, precision, memory format, synchronised BatchNorm), required; segmentation records carry
+  `miou_pct` and `pixel_acc_pct` in place of `top1_pct` / `top5_pct`.
+
+Older records are read as they are (the store never rewrites a line); `upgrade` turns an older body into
+a current one (a submission is always stored at the current version).
 
 `PaperReference` is the schema of the paper-reported numbers under `results/paper/`.
 """
@@ -23,8 +28,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 STATUSES = ("measured", "submitted", "verified", "failed")
 CODE_URL = re.compile(r"^https?://[^\s/]+\S*$")
 
@@ -68,9 +73,16 @@ class Spread(_Strict):
         return self
 
 
+TASK_METRICS = {"classification": ("top1_pct", "top5_pct"), "segmentation": ("miou_pct", "pixel_acc_pct")}
+QUALITY_METRICS = {"top1_pct": "top-1", "miou_pct": "mIoU"}  # each task's headline metric -> its label
+
+
 class Metrics(_Strict):
-    top1_pct: float = Field(ge=0, le=100)
-    top5_pct: float = Field(ge=0, le=100)
+    # classification: top1_pct and top5_pct; segmentation: miou_pct and pixel_acc_pct
+    top1_pct: float | None = Field(default=None, ge=0, le=100)
+    top5_pct: float | None = Field(default=None, ge=0, le=100)
+    miou_pct: float | None = Field(default=None, ge=0, le=100)
+    pixel_acc_pct: float | None = Field(default=None, ge=0, le=100)
     eval_loss: float = Field(ge=0)
     params: int = Field(ge=0)
     static_macs: int = Field(ge=0)
@@ -84,10 +96,55 @@ class Metrics(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Metrics:
-        if self.top5_pct < self.top1_pct:
+        present = {
+            k for k in ("top1_pct", "top5_pct", "miou_pct", "pixel_acc_pct") if getattr(self, k) is not None
+        }
+        tasks = [pair for pair in TASK_METRICS.values() if present & set(pair)]
+        if len(tasks) != 1:
+            raise ValueError("metrics need top1_pct and top5_pct (classification) or miou_pct and pixel_acc_pct "
+                             "(segmentation), not both and not neither")  # fmt: skip
+        missing = [k for k in tasks[0] if k not in present]
+        if missing:
+            raise ValueError(
+                f"{missing[0]} is missing: a record with {present.pop()} also needs {missing[0]}"
+            )
+        if self.top1_pct is not None and self.top5_pct < self.top1_pct:
             raise ValueError(
                 f"top5_pct {self.top5_pct} is below top1_pct {self.top1_pct}; top-5 includes top-1"
             )
+        return self
+
+    @property
+    def quality_metric(self) -> str:
+        """The task's headline metric: `top1_pct` (classification) or `miou_pct` (segmentation)."""
+        return "top1_pct" if self.top1_pct is not None else "miou_pct"
+
+    @property
+    def quality(self) -> float:
+        return getattr(self, self.quality_metric)
+
+
+class TrainingRun(_Strict):
+    """How a run trained, as it ran: what a suite config asks for and what the launch made of it."""
+
+    world_size: int = Field(ge=1)  # processes (torchrun ranks)
+    global_batch_size: int = Field(ge=1)  # the config's batch_size, split over the ranks
+    batch_size_per_rank: int = Field(ge=1)
+    lr: float = Field(ge=0)  # after lr_scaling
+    lr_scaling: str  # "none" or "linear" (lr * global batch / base_batch_size)
+    amp_dtype: Literal["bfloat16", "float16"] | None  # None: full precision
+    grad_scaler: bool  # fp16 only
+    channels_last: bool
+    sync_bn: bool  # BatchNorm statistics synchronised across ranks (CUDA, more than one rank)
+    backend: str | None  # the process group's (nccl, gloo); None: one process, or not known (upgraded v2)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingRun:
+        if self.global_batch_size != self.batch_size_per_rank * self.world_size:
+            raise ValueError(f"global_batch_size {self.global_batch_size} != batch_size_per_rank "
+                             f"{self.batch_size_per_rank} x world_size {self.world_size}")  # fmt: skip
+        if self.grad_scaler != (self.amp_dtype == "float16"):
+            raise ValueError("a gradient scaler is used exactly with float16 autocast")
         return self
 
 
@@ -117,7 +174,7 @@ class Verification(_Strict):
     """What a `verified` record checked: its own re-run against the record `record_id`."""
 
     record_id: str = Field(min_length=16, max_length=16)
-    metric: Literal["top1_pct"] = "top1_pct"
+    metric: Literal["top1_pct", "miou_pct"] = "top1_pct"
     submitted: float  # the verified record's value, in the metric's unit
     measured: float  # this re-run's value
     tolerance: float = Field(ge=0)  # absolute, in the metric's unit (percentage points)
@@ -128,7 +185,7 @@ class Verification(_Strict):
 
 
 class Record(_Strict):
-    schema_version: Literal[1, 2]
+    schema_version: Literal[1, 2, 3]
     record_id: str = ""
     store_version: int | None = Field(default=None, ge=1)  # assigned by the store on append
     suite: str = Field(min_length=1)
@@ -147,6 +204,7 @@ class Record(_Strict):
     metrics: Metrics | None = None
     gates: dict[str, Any] | None = None  # gate statistics summary of gated models
     history: list[dict[str, Any]] = []
+    training: TrainingRun | None = None  # version 3: always set
     environment: Environment
     submitter: str = Field(min_length=1)
     created_at: str
@@ -170,9 +228,13 @@ class Record(_Strict):
             raise ValueError("a failed record needs a failure_reason")
         if self.status != "failed" and self.metrics is None:
             raise ValueError(f"a {self.status} record needs metrics")
+        if self.schema_version == 1 and self.verification is not None:
+            raise ValueError("verification is a version-2 field; set schema_version to 3")
+        if self.schema_version < 3 and self.training is not None:
+            raise ValueError("training is a version-3 field; set schema_version to 3")
+        if self.schema_version >= 3 and self.training is None:
+            raise ValueError("a version-3 record needs training (world_size, batch sizes, lr, precision)")
         if self.schema_version == 1:
-            if self.verification is not None:
-                raise ValueError("verification is a version-2 field; set schema_version to 2")
             return self
         if (self.status == "verified") != (self.verification is not None):
             raise ValueError("a verified record needs a verification, and only a verified record has one")
@@ -200,17 +262,38 @@ def upgrade(body: dict[str, Any]) -> dict[str, Any]:
     """A record body of any readable schema version as a body of the current version."""
     version = body.get("schema_version")
     if version == 1:  # version 2 only adds fields; a version-1 body is a valid version-2 body
-        body = {**body, "schema_version": 2}
+        body, version = {**body, "schema_version": 2}, 2
+    if version == 2:  # version 3 records how it trained: version 2 kept it in model_info, when not plain
+        info = dict(body.get("model_info") or {})
+        body = {**body, "schema_version": 3, "model_info": info, "training": _training_of_v2(body, info)}
     return body
+
+
+def _training_of_v2(body: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 wrote model_info["training"] only for several processes, AMP or channels_last;
+    without it the run was one process in full precision at the config's batch size and lr."""
+    cfg = body.get("train_config") or {}
+    ran = info.pop("training", None) or {}
+    batch = cfg.get("batch_size", 1)
+    scaling = cfg.get("lr_scaling", "none")
+    lr = cfg.get("lr", 0.0) * (batch / cfg.get("base_batch_size", 256) if scaling == "linear" else 1.0)
+    world_size = ran.get("world_size", 1)
+    return {"world_size": world_size, "global_batch_size": ran.get("batch_size_per_rank", batch) * world_size,
+            "batch_size_per_rank": ran.get("batch_size_per_rank", batch), "lr": ran.get("lr", lr),
+            "lr_scaling": scaling, "amp_dtype": ran.get("amp_dtype"),
+            "grad_scaler": ran.get("amp_dtype") == "float16", "channels_last": ran.get("channels_last", False),
+            "sync_bn": ran.get("sync_bn", False), "backend": None}  # fmt: skip
 
 
 # --- paper-reported numbers (results/paper/*.toml) ---------------------------------------------------
 
-PAPER_METRICS = {  # how a paper states a number -> (our metric, converter to it)
+PAPER_METRICS = {  # how a paper states a number -> our metric
     "top1_pct": "top1_pct",
     "top1_err_pct": "top1_pct",
     "top5_pct": "top5_pct",
     "top5_err_pct": "top5_pct",
+    "miou_pct": "miou_pct",
+    "miou": "miou_pct",  # a fraction (0.719), as some papers write mIoU
 }
 
 
@@ -220,7 +303,7 @@ class PaperReference(_Strict):
     model: str = Field(min_length=1)  # the registered model it is compared with
     model_args: dict[str, Any] = {}  # arguments the comparison needs (e.g. {"layout": "v1"})
     dataset: str = Field(min_length=1)
-    metric: Literal["top1_pct", "top1_err_pct", "top5_pct", "top5_err_pct"]
+    metric: Literal["top1_pct", "top1_err_pct", "top5_pct", "top5_err_pct", "miou_pct", "miou"]
     value: float = Field(ge=0, le=100)  # exactly as stated, in `metric`
     table: str = Field(min_length=1)  # where in the source: "Table 6", "abstract", "README, 1-crop table"
     layout: str | None = None  # ImageNet bottleneck layout (v1: stride on the first 1x1, v1.5: on the 3x3)
@@ -234,6 +317,10 @@ class PaperReference(_Strict):
     def _complete(self) -> PaperReference:
         if self.status == "confirmed" and not self.quote.strip():
             raise ValueError("a confirmed number needs the quote it is read from")
+        if self.metric == "miou" and self.value > 1:
+            raise ValueError(
+                f"metric 'miou' is a fraction (0 to 1), not {self.value}; use 'miou_pct' for percent"
+            )
         if self.dataset == "imagenet" and self.layout is None:
             raise ValueError("an ImageNet number needs its layout (v1, v1.5, or basic for ResNet-18/34)")
         return self
@@ -244,10 +331,14 @@ class PaperReference(_Strict):
 
     @property
     def our_value(self) -> float:
-        """The number in our unit: accuracy in percent (papers on CIFAR often state error)."""
+        """The number in our unit, percent (papers on CIFAR often state error; some state mIoU as a fraction)."""
+        if self.metric == "miou":
+            return 100.0 * self.value
         return 100.0 - self.value if self.metric.endswith("_err_pct") else self.value
 
     def stated(self) -> str:
+        if self.metric.startswith("miou"):
+            return f"mIoU {self.value}{'%' if self.metric == 'miou_pct' else ''}"
         kind = "error" if self.metric.endswith("_err_pct") else "accuracy"
         return f"{self.metric.split('_')[0].replace('top', 'top-')} {kind} {self.value}%"
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -202,10 +203,12 @@ def train(
             return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
 
     result = TrainResult(status="measured")
-    result.runtime = {"world_size": where.world_size, "batch_size_per_rank": cfg.batch_size // where.world_size,
-                      "lr": cfg.scaled_lr, "amp_dtype": str(dtype).removeprefix("torch.") if dtype else None,
-                      "channels_last": cfg.channels_last,
-                      "sync_bn": bool(cfg.sync_bn and where.world_size > 1 and device_type == "cuda")}  # fmt: skip
+    result.runtime = {"world_size": where.world_size, "global_batch_size": cfg.batch_size,
+                      "batch_size_per_rank": cfg.batch_size // where.world_size, "lr": cfg.scaled_lr,
+                      "lr_scaling": cfg.lr_scaling, "amp_dtype": str(dtype).removeprefix("torch.") if dtype else None,
+                      "grad_scaler": scaler.is_enabled(), "channels_last": cfg.channels_last,
+                      "sync_bn": bool(cfg.sync_bn and where.world_size > 1 and device_type == "cuda"),
+                      "backend": dist.get_backend() if dist.is_initialized() else None}  # fmt: skip
     start_epoch, skip_steps, partial = 0, 0, None
     state = load_checkpoint(checkpoint) if resume and checkpoint is not None and where.is_main else None
     state = broadcast_object(state)  # rank 0 read it; every rank continues from it

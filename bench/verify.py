@@ -1,9 +1,10 @@
-"""`bench verify RECORD_ID`: re-run a stored record's configuration and compare its top-1.
+"""`bench verify RECORD_ID`: re-run a stored record's configuration and compare its headline metric
+(top-1; mIoU for segmentation).
 
 The run is rebuilt from the record alone (its suite, model, model_args, dataset, seed and full
 training configuration, checked against the record's `config_hash`) and trained, evaluated and
 measured by the same `bench.runner.run_one` that `bench run` uses, on evaluation data whose digest
-must equal the record's. When the re-run's top-1 lies within the tolerance of the record's, the
+must equal the record's. When the re-run's metric lies within the tolerance of the record's, the
 re-run is appended to the store as a record with status "verified" whose `verification` names the
 record it verified (the store stays append-only; the leaderboard shows the badge). Otherwise nothing
 is stored and the result says by how much it missed. Nothing from a submitted record is executed:
@@ -22,9 +23,9 @@ from bench.config import SuiteError, TrainConfig, _build, config_hash, load_suit
 from bench.data import load_dataset
 from bench.results import ResultStore
 from bench.runner import RunSpec, default_submitter, run_one
-from bench.schema import SCHEMA_VERSION, Record, Verification
+from bench.schema import QUALITY_METRICS, SCHEMA_VERSION, Record, Verification
 
-DEFAULT_TOLERANCE = 1.0  # percentage points of top-1
+DEFAULT_TOLERANCE = 1.0  # percentage points of the headline metric
 
 
 class VerifyError(ValueError):
@@ -36,7 +37,7 @@ class Outcome:
     record: Record  # the record that was checked
     rerun: Record  # the re-run (status "verified" when stored)
     verified: bool
-    delta: float  # re-run minus record, top-1 percentage points
+    delta: float  # re-run minus record, percentage points of the headline metric
     tolerance: float
     store_version: int | None  # the version the verified record was stored as
 
@@ -45,7 +46,8 @@ class Outcome:
         head = f"{r.record_id} ({r.model} · {r.dataset} · seed {r.seed})"
         if self.rerun.status == "failed":
             return f"NOT VERIFIED {head}: the re-run failed: {self.rerun.failure_reason}"
-        values = (f"re-run top-1 {m.top1_pct:.2f}% vs stated {r.metrics.top1_pct:.2f}% "
+        name = QUALITY_METRICS[r.metrics.quality_metric]
+        values = (f"re-run {name} {m.quality:.2f}% vs stated {r.metrics.quality:.2f}% "
                   f"(Δ {self.delta:+.2f}, tolerance {self.tolerance:.2f})")  # fmt: skip
         if self.verified:
             return f"VERIFIED {head}: {values}; stored as {self.rerun.record_id} at store version {self.store_version}"
@@ -107,11 +109,12 @@ def verify(record_id: str, store: ResultStore, *, tolerance: float = DEFAULT_TOL
                         progress=progress, submitter=submitter or default_submitter())  # fmt: skip
     if rerun.status == "failed":
         return Outcome(record, rerun, False, float("nan"), tolerance, None)
-    delta = rerun.metrics.top1_pct - record.metrics.top1_pct
+    delta = rerun.metrics.quality - record.metrics.quality
     if abs(delta) > tolerance:
         return Outcome(record, rerun, False, delta, tolerance, None)
-    check = Verification(record_id=record.record_id, submitted=record.metrics.top1_pct,
-                         measured=rerun.metrics.top1_pct, tolerance=tolerance)  # fmt: skip
+    check = Verification(record_id=record.record_id, metric=record.metrics.quality_metric,
+                         submitted=record.metrics.quality, measured=rerun.metrics.quality,
+                         tolerance=tolerance)  # fmt: skip
     verified = rerun.model_copy(
         update={"status": "verified", "verification": check, "schema_version": SCHEMA_VERSION}
     )

@@ -102,8 +102,9 @@ def test_pspnet_plain_and_gated_train_evaluate_and_give_records(tmp_path, monkey
                              work_dir=tmp_path / "runs", progress=False)  # fmt: skip
     for record in (plain, gated):
         assert record.status == "measured" and record.data.input_shape == [3, 32, 64]
-        seg = record.model_info["segmentation"]
-        assert 0 <= seg["miou_pct"] <= 100 and seg["pixel_acc_pct"] == record.metrics.top1_pct
+        m = record.metrics
+        assert 0 <= m.miou_pct <= 100 and 0 <= m.pixel_acc_pct <= 100 and m.top1_pct is None
+        assert record.training.world_size == 1 and record.training.amp_dtype is None
         assert record.model_info["output_stride"] == 8
     assert plain.metrics.executed_macs is None
     backbone_gates = gated.metrics.executed_macs  # executed MACs per image at the whole-image resolution
@@ -111,6 +112,8 @@ def test_pspnet_plain_and_gated_train_evaluate_and_give_records(tmp_path, monkey
     write_leaderboard(store, tmp_path / "lb", "cityscapes_tiny")
     board = (tmp_path / "lb" / "cityscapes_tiny.md").read_text()
     assert "pspnet_resnet50" in board and "pspnet_bas_resnet50" in board
+    assert "| mIoU (%)" in board and "Pixel acc. (%)" in board and "Top-1 (%)" not in board
+    assert f"{plain.metrics.miou_pct:.2f}" in board
 
 
 def test_missing_data_names_the_download_page_and_the_layout(tmp_path, monkeypatch):

@@ -157,9 +157,7 @@ def test_torchrun_two_processes_run_a_suite_and_only_rank_0_writes(tmp_path, fas
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("run(s) stored") == 1  # rank 0 alone reports
     (record,) = [json.loads(line) for line in (tmp_path / "results/runs/tiny.jsonl").read_text().splitlines()]
-    assert record["model_info"]["training"]["world_size"] == 2
-    assert (
-        record["model_info"]["training"]["batch_size_per_rank"] == 32
-        and record["train_config"]["batch_size"] == 64
-    )
+    training = record["training"]
+    assert (training["world_size"], training["global_batch_size"], training["batch_size_per_rank"]) == (2, 64, 32)  # fmt: skip
+    assert training["backend"] == "gloo" and record["train_config"]["batch_size"] == 64
     assert (tmp_path / "lb/tiny.md").is_file() and len(list((tmp_path / "runs").rglob("last.pt"))) == 1

@@ -14,6 +14,10 @@ from bench.schema import SCHEMA_VERSION, Record, upgrade
 REPO = Path(__file__).resolve().parent.parent
 
 
+TRAINING = {"world_size": 1, "global_batch_size": 64, "batch_size_per_rank": 64, "lr": 0.1, "lr_scaling": "none",
+            "amp_dtype": None, "grad_scaler": False, "channels_last": False, "sync_bn": False, "backend": None}  # fmt: skip
+
+
 def record_body(seed=0, suite="tiny", top1=50.0, **changes) -> dict:
     body = {
         "schema_version": SCHEMA_VERSION, "suite": suite, "suite_version": 1, "model": "resnet20",
@@ -26,7 +30,7 @@ def record_body(seed=0, suite="tiny", top1=50.0, **changes) -> dict:
         "environment": {"python": "3.11", "torch": "2", "cuda": None, "cudnn": None, "device": "cpu",
                         "device_name": "cpu", "num_threads": 2, "platform": "linux", "channelbench": "0",
                         "commit": None, "dirty": None},
-        "submitter": "test", "created_at": "2026-01-01T00:00:00+00:00",
+        "submitter": "test", "created_at": "2026-01-01T00:00:00+00:00", "training": TRAINING,
     }  # fmt: skip
     body.update(changes)
     return body
@@ -66,23 +70,72 @@ def test_records_are_validated_on_write():
         make_record(created_at="yesterday")
 
 
-def test_version_1_records_are_still_read(tmp_path):
-    """Schema version 2 added fields; a version-1 line (no verification) reads as before."""
+def _older(version: int, **changes) -> dict:
+    body = record_body(schema_version=version, store_version=1, record_id="c" * 16, **changes)
+    del body["training"]  # a version-3 field
+    return body
+
+
+def test_older_records_are_still_read_and_upgrade_to_the_current_version(tmp_path):
+    """Version 2 added `verification`, version 3 `training`; older lines read as they were written."""
     store = ResultStore(tmp_path)
-    v1 = record_body(
-        schema_version=1, status="submitted", store_version=1, record_id="c" * 16
-    )  # no code_url in v1
+    v1 = _older(1, status="submitted")  # no code_url in v1
+    config = {"batch_size": 128, "lr": 0.1, "lr_scaling": "linear", "base_batch_size": 256}
+    v2 = _older(2, seed=1, train_config=config)
     store.runs.mkdir(parents=True)
-    store.path("tiny").write_text(json.dumps(v1) + "\n")
-    (record,) = store.read()
-    assert record.schema_version == 1 and record.status == "submitted" and record.verification is None
-    assert upgrade(v1)["schema_version"] == 2
+    store.path("tiny").write_text(json.dumps(v1) + "\n" + json.dumps(v2) + "\n")
+    old1, old2 = store.read()
+    assert (old1.schema_version, old1.status, old1.verification, old1.training) == (1, "submitted", None, None)  # fmt: skip
+    assert (old2.schema_version, old2.training) == (2, None)
+    # a plain version-2 run: one process, full precision, the config's batch and scaled lr
+    training = Record.model_validate(upgrade(v2)).training
+    assert training.model_dump(include={"world_size", "global_batch_size", "lr", "amp_dtype"}) == {
+        "world_size": 1, "global_batch_size": 128, "lr": 0.05, "amp_dtype": None}  # fmt: skip
+    # version 2 kept a distributed or mixed-precision run's facts in model_info["training"]
+    ran = {"world_size": 2, "batch_size_per_rank": 32, "lr": 0.025, "amp_dtype": "float16", "channels_last": True,
+           "sync_bn": True}  # fmt: skip
+    upgraded = upgrade(_older(2, model_info={"layout": "x", "training": ran}))
+    assert upgraded["model_info"] == {"layout": "x"} and upgraded["schema_version"] == SCHEMA_VERSION == 3
+    training = Record.model_validate(upgraded).training
+    assert training.model_dump(include={"world_size", "global_batch_size", "grad_scaler", "sync_bn"}) == {
+        "world_size": 2, "global_batch_size": 64, "grad_scaler": True, "sync_bn": True}  # fmt: skip
+    assert Record.model_validate(upgrade(v1) | {"code_url": "https://x.org"}).training.world_size == 1
     with pytest.raises(ValidationError, match="version-2 field"):
-        make_record(schema_version=1, verification={"record_id": "d" * 16, "submitted": 1, "measured": 1,
-                                                    "tolerance": 1})  # fmt: skip
-    store.path("tiny").write_text(json.dumps({**v1, "schema_version": 3}) + "\n")
+        make_record(schema_version=1, training=None,
+                    verification={"record_id": "d" * 16, "submitted": 1, "measured": 1, "tolerance": 1})  # fmt: skip
+    with pytest.raises(ValidationError, match="version-3 field"):
+        make_record(schema_version=2)
+    with pytest.raises(ValidationError, match="needs training"):
+        make_record(training=None)
+    store.path("tiny").write_text(json.dumps({**v1, "schema_version": 4}) + "\n")
     with pytest.raises(StoreError, match="tiny.jsonl:1 is not a valid record"):
         store.read()
+
+
+def test_training_facts_must_add_up():
+    with pytest.raises(ValidationError, match="global_batch_size 64 != batch_size_per_rank 16 x world_size 2"):  # fmt: skip
+        make_record(training={**TRAINING, "world_size": 2, "batch_size_per_rank": 16})
+    with pytest.raises(ValidationError, match="gradient scaler"):
+        make_record(training={**TRAINING, "amp_dtype": "bfloat16", "grad_scaler": True})
+    fp16 = {**TRAINING, "amp_dtype": "float16", "grad_scaler": True}
+    assert make_record(training=fp16).training.grad_scaler
+
+
+def test_segmentation_records_carry_miou_and_pixel_accuracy_instead_of_top1():
+    metrics = record_body()["metrics"]
+    seg = {k: v for k, v in metrics.items() if not k.startswith("top")}
+    seg |= {"miou_pct": 61.5, "pixel_acc_pct": 92.0}
+    m = make_record(dataset="cityscapes", metrics=seg).metrics
+    assert (m.quality_metric, m.quality, m.top1_pct) == ("miou_pct", 61.5, None)
+    assert (make_record().metrics.quality_metric, make_record().metrics.quality) == ("top1_pct", 50.0)
+    with pytest.raises(ValidationError, match="not both"):
+        make_record(metrics={**metrics, "miou_pct": 61.5, "pixel_acc_pct": 92.0})
+    with pytest.raises(ValidationError, match="pixel_acc_pct is missing: a record with miou_pct also needs"):
+        make_record(metrics={**seg, "pixel_acc_pct": None})
+    with pytest.raises(ValidationError, match="top5_pct is missing"):
+        make_record(metrics={k: v for k, v in metrics.items() if k != "top5_pct"})
+    with pytest.raises(ValidationError, match="not neither"):
+        make_record(metrics={k: v for k, v in metrics.items() if not k.startswith("top")})
 
 
 def test_a_corrupt_line_is_reported_with_file_and_line(tmp_path):

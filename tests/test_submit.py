@@ -119,7 +119,7 @@ def _case(name: str, tmp_path: Path):
     f = tmp_path / f"{name}.jsonl"
     cases = {
         "missing_field": ([ok, _nested(quick_body(6), ["metrics", "top1_pct"], delete=True)], None, 2,
-                          "metrics.top1_pct", "missing"),
+                          "metrics", "top1_pct is missing"),
         "wrong_type": ([_nested(ok, ["metrics", "params"], "ten")], None, 1, "metrics.params", "wrong type"),
         "float_for_int": ([_nested(ok, ["seed"], 1.5)], None, 1, "seed", "wrong type"),
         "unknown_suite": ([quick_body(5, suite="nosuch")], None, 1, "suite", "unknown suite 'nosuch'"),
@@ -136,7 +136,7 @@ def _case(name: str, tmp_path: Path):
                 2, "", "NaN"),
         "infinity": ([ok], {1: json.dumps(ok).replace('"eval_loss": 1.0', '"eval_loss": -Infinity')}, 1, "",
                      "not a number"),
-        "unknown_schema_version": ([quick_body(5, schema_version=3)], None, 1, "schema_version",
+        "unknown_schema_version": ([quick_body(5, schema_version=4)], None, 1, "schema_version",
                                    "not one this bench knows"),
         "missing_schema_version": ([_nested(ok, ["schema_version"], delete=True)], None, 1, "schema_version", "missing"),
         "unknown_field": ([quick_body(5, top1_accuracy=80.0)], None, 1, "top1_accuracy", "unknown field"),

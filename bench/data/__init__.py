@@ -7,7 +7,9 @@ and `bench.data.synthetic` writes tiny datasets in those same formats for the te
 from bench.data.base import DatasetNotFoundError, ImageDataset, dataset_search_roots
 from bench.data.loader import DeviceLoader
 
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenet", "cityscapes")
+DATASET_TASKS = {"fashion_mnist": "classification", "cifar10": "classification", "cifar100": "classification",
+                 "imagenet": "classification", "cityscapes": "segmentation"}  # fmt: skip
+DATASETS = tuple(DATASET_TASKS)
 
 
 def load_dataset(name: str, root: str | None = None, download: bool = True) -> ImageDataset:
@@ -37,6 +39,7 @@ def load_dataset(name: str, root: str | None = None, download: bool = True) -> I
 
 __all__ = [
     "DATASETS",
+    "DATASET_TASKS",
     "DatasetNotFoundError",
     "DeviceLoader",
     "ImageDataset",
