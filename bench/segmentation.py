@@ -9,14 +9,23 @@ built with the same dilation. The head is the paper's pyramid pooling module: av
 upsampling, concatenation with the backbone features, a 3x3 conv to 512 + BN + ReLU, dropout 0.1 and a
 1x1 classifier, upsampled bilinearly to the input size.
 
-Follows the official code (hszhao/semseg) rather than the paper text in: bilinear interpolation with
-align_corners=True; dropout 0.1 before the classifier. Not built: the auxiliary head on stage 4
-(the paper's deep supervision, weight 0.4) - the train loop's auxiliary-loss hook has no labels, so
-the suite trains the main head alone (stated in `bench_info`). Evaluation is on whole images at full
-resolution (no sliding window, no multi-scale, no flipping).
+The paper's deep supervision is the auxiliary head on stage 4 (hszhao/semseg `model/pspnet.py`: a 3x3
+conv 1024 -> 256 + BN + ReLU, dropout 0.1, a 1x1 classifier, upsampled to the input; its loss weighs
+0.4). In training the model returns `{"out": ..., "aux": ...}` (torchvision's segmentation convention)
+and `segmentation_loss` adds the weighted auxiliary loss; in evaluation it returns the main logits
+alone, so the auxiliary head is in the parameter count but not in the MACs or the latency.
+
+Follows the official code rather than the paper text in: bilinear interpolation with align_corners=True;
+dropout 0.1 before the classifiers. Evaluation is on whole images at full resolution (no sliding window,
+no multi-scale, no flipping). The paper starts from an ImageNet-trained backbone: `backbone_weights`
+takes a state dict file of the backbone (torchvision's ResNet-50 weights, or the `last.pt` of an
+`imagenet` suite run of `resnet50` / `bas_resnet50`); nothing is downloaded.
 """
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +37,7 @@ from bench.registry import register
 
 IGNORE_INDEX = 255
 PYRAMID_BINS = (1, 2, 3, 6)
+AUX_LOSS_WEIGHT = 0.4  # hszhao/semseg config `aux_weight: 0.4`; mmsegmentation's PSPNet uses the same
 
 
 class PyramidPooling(nn.Module):
@@ -46,28 +56,45 @@ class PyramidPooling(nn.Module):
         return torch.cat([x, *pooled], dim=1)
 
 
-class PSPNet(nn.Module):
-    """Dilated backbone (output stride 8) -> pyramid pooling -> 3x3 conv -> classifier -> upsampling."""
+def _classifier(in_channels: int, channels: int, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+        nn.Dropout2d(0.1), nn.Conv2d(channels, num_classes, 1),
+    )  # fmt: skip
 
-    def __init__(self, backbone: nn.Module, num_classes: int, in_channels: int = 2048):
+
+class PSPNet(nn.Module):
+    """Dilated backbone (output stride 8) -> pyramid pooling -> 3x3 conv -> classifier -> upsampling,
+    with the auxiliary classifier on stage 4 in training."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, in_channels: int = 2048, aux_channels: int = 1024,
+                 aux_head: bool = True):  # fmt: skip
         super().__init__()
         backbone.fc = nn.Identity()  # no classifier: every parameter takes part (DDP needs that)
         self.backbone = backbone
         self.ppm = PyramidPooling(in_channels)
-        self.head = nn.Sequential(
-            nn.Conv2d(2 * in_channels, 512, 3, padding=1, bias=False), nn.BatchNorm2d(512), nn.ReLU(inplace=True),
-            nn.Dropout2d(0.1), nn.Conv2d(512, num_classes, 1),
-        )  # fmt: skip
+        self.head = _classifier(2 * in_channels, 512, num_classes)
+        self.aux = _classifier(aux_channels, 256, num_classes) if aux_head else None
         self.bench_info = {
             **getattr(backbone, "bench_info", {}),
-            "head": "PSPNet (bins 1/2/3/6), no auxiliary head",
+            "head": "PSPNet (bins 1/2/3/6)"
+            + (
+                f", auxiliary head on stage 4 (loss weight {AUX_LOSS_WEIGHT}; training only: in params, "
+                "not in MACs)"
+                if aux_head
+                else ", no auxiliary head"
+            ),
             "output_stride": 8,
             "eval": "whole image, full resolution, single scale",
         }
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.head(self.ppm(self.backbone(x)))  # the backbone returns its stage-5 features
-        return F.interpolate(out, x.shape[-2:], mode="bilinear", align_corners=True)
+    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+        stage4, stage5 = self.backbone(x)
+        out = F.interpolate(self.head(self.ppm(stage5)), x.shape[-2:], mode="bilinear", align_corners=True)
+        if self.training and self.aux is not None:
+            aux = F.interpolate(self.aux(stage4), x.shape[-2:], mode="bilinear", align_corners=True)
+            return {"out": out, "aux": aux}
+        return out
 
     def aux_losses(self, progress: float) -> dict[str, Tensor]:
         hook = getattr(self.backbone, "aux_losses", None)  # the gated backbone's batch-shaping and L0
@@ -78,14 +105,15 @@ class PSPNet(nn.Module):
         return {f"backbone.{n}" for n in hook()} if hook is not None else set()
 
 
-def _features(self, x: Tensor) -> Tensor:
-    """A ResNet's forward up to stage 5 (no pooling, no classifier)."""
+def _features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    """A ResNet's forward up to stage 5 (no pooling, no classifier): the stage-4 and stage-5 features."""
     x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-    return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    stage4 = self.layer3(self.layer2(self.layer1(x)))
+    return stage4, self.layer4(stage4)
 
 
 class DilatedResNet(tv_resnet.ResNet):
-    """torchvision's ResNet whose forward returns the stage-5 feature map."""
+    """torchvision's ResNet whose forward returns the stage-4 and stage-5 feature maps."""
 
     forward = _features
 
@@ -114,22 +142,66 @@ def dilated_bas_resnet50(in_chans: int = 3, **gate_kwargs) -> nn.Module:
     return DilatedBasResNet50(BatchShapingConfig(**gate_kwargs))
 
 
-def pspnet_resnet50(num_classes: int = 19, in_chans: int = 3, **kwargs) -> PSPNet:
+def load_backbone_weights(backbone: nn.Module, path: str) -> str:
+    """Load an ImageNet-trained backbone from `path` (a state dict, or a checkpoint with one under
+    "model"); every backbone weight must be there (the classifier `fc.*` is dropped). Returns the file's
+    sha256, which the record keeps."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"backbone_weights {path!r} does not exist: give the path of a ResNet-50 state dict "
+                                "(torchvision's resnet50 weights file, or the last.pt of an imagenet suite run)")  # fmt: skip
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+        raise ValueError(f"backbone_weights {path!r} is not a readable torch state dict: {e}") from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"backbone_weights {path!r} holds a {type(state).__name__}, not a state dict")
+    state = {
+        k.removeprefix("module."): v for k, v in state.items() if not k.startswith(("fc.", "module.fc."))
+    }
+    own = {k: v for k, v in backbone.state_dict().items() if not k.startswith("fc.")}
+    problems = [f"{len(v)} {what} (e.g. {v[:2]})" for what, v in (
+        ("missing", [k for k in own if k not in state]),
+        ("unexpected", [k for k in state if k not in own]),
+        ("of another shape", [k for k in state if k in own and state[k].shape != own[k].shape]),
+    ) if v]  # fmt: skip
+    if problems:
+        raise ValueError(f"backbone_weights {path!r} does not fit this backbone: {'; '.join(problems)}")
+    backbone.load_state_dict(state, strict=False)  # everything but the classifier, which PSPNet drops
+    return hashlib.sha256(file.read_bytes()).hexdigest()
+
+
+def _pspnet(backbone: nn.Module, num_classes: int, aux_head: bool, backbone_weights: str | None) -> PSPNet:
+    if backbone_weights is not None:
+        digest = load_backbone_weights(backbone, backbone_weights)
+        backbone.bench_info = {**getattr(backbone, "bench_info", {}), "backbone_weights_sha256": digest}
+    return PSPNet(backbone, num_classes, aux_head=aux_head)
+
+
+def pspnet_resnet50(num_classes: int = 19, in_chans: int = 3, aux_head: bool = True,
+                    backbone_weights: str | None = None, **kwargs) -> PSPNet:  # fmt: skip
     """PSPNet on a dilated torchvision ResNet-50 (output stride 8)."""
-    return PSPNet(dilated_resnet50(in_chans), num_classes)
+    return _pspnet(dilated_resnet50(in_chans), num_classes, aux_head, backbone_weights)
 
 
-def pspnet_bas_resnet50(num_classes: int = 19, in_chans: int = 3, **kwargs) -> PSPNet:
+def pspnet_bas_resnet50(num_classes: int = 19, in_chans: int = 3, aux_head: bool = True,
+                        backbone_weights: str | None = None, **kwargs) -> PSPNet:  # fmt: skip
     """PSPNet on a dilated ResNet-50 with Batch-Shaping channel gates (Ehteshami Bejnordi et al. 2020)."""
-    return PSPNet(dilated_bas_resnet50(in_chans, **kwargs), num_classes)
+    return _pspnet(dilated_bas_resnet50(in_chans, **kwargs), num_classes, aux_head, backbone_weights)
 
 
 register("pspnet_resnet50", pspnet_resnet50)
 register("pspnet_bas_resnet50", pspnet_bas_resnet50)
 
 
-def segmentation_loss(logits: Tensor, target: Tensor) -> Tensor:
-    return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+def segmentation_loss(output: Tensor | dict[str, Tensor], target: Tensor) -> Tensor:
+    """Pixel cross-entropy (label 255 ignored), plus the auxiliary head's at weight 0.4 in training."""
+    if isinstance(output, dict):
+        return segmentation_loss(output["out"], target) + AUX_LOSS_WEIGHT * segmentation_loss(
+            output["aux"], target
+        )
+    return F.cross_entropy(output.float(), target, ignore_index=IGNORE_INDEX)
 
 
 @torch.inference_mode()

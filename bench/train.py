@@ -171,7 +171,8 @@ def train(
 
     In a torchrun process group the model is wrapped in DistributedDataParallel, each rank takes its
     share of every global batch, epoch metrics are summed over ranks, and only rank 0 writes.
-    `loss_fn(logits, y)` replaces the cross-entropy (segmentation passes its ignore-index loss).
+    `loss_fn(output, y)` replaces the cross-entropy (segmentation passes its ignore-index loss, which also
+    takes the `{"out", "aux"}` output of a model with an auxiliary head).
     """
     where = world()
     checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -200,7 +201,7 @@ def train(
     if loss_fn is None:
 
         def loss_fn(logits, y):
-            return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            return F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
 
     result = TrainResult(status="measured")
     result.runtime = {"world_size": where.world_size, "global_batch_size": cfg.batch_size,
@@ -273,8 +274,11 @@ def train(
             if cfg.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                logits = net(x)
-                loss = loss_fn(logits.float(), y)
+                out = net(x)
+                logits = (
+                    out["out"] if isinstance(out, dict) else out
+                )  # {"out", "aux"}: a model with an aux head
+                loss = loss_fn(out, y)
                 if aux_losses is not None:
                     for name, value in aux_losses(step / total_steps).items():
                         loss = loss + value.float()

@@ -12,7 +12,7 @@ from torchvision.datasets import Cityscapes
 from bench.config import load_suite, parse_suite
 from bench.data import DatasetNotFoundError, load_dataset
 from bench.data.cityscapes import IGNORE_INDEX, train_id_table
-from bench.segmentation import evaluate_segmentation
+from bench.segmentation import AUX_LOSS_WEIGHT, evaluate_segmentation, segmentation_loss
 
 IDS = [c.id for c in Cityscapes.classes if c.id >= 0]
 
@@ -137,3 +137,49 @@ def test_the_poly_schedule():
 
     f = lr_factor(TrainConfig(epochs=2, lr_schedule="poly"), steps_per_epoch=10)
     assert f(0) == 1 and f(10) == pytest.approx(0.5**0.9) and f(20) == 0
+
+
+def test_the_auxiliary_head_trains_on_stage_4_and_is_left_out_of_inference():
+    from bench.measure.macs import static_macs
+    from bench.registry import create_model
+
+    torch.manual_seed(0)
+    with_aux, without = (
+        create_model("pspnet_resnet50", 5, 3),
+        create_model("pspnet_resnet50", 5, 3, aux_head=False),
+    )
+    x, y = torch.randn(2, 3, 32, 48), torch.randint(0, 5, (2, 32, 48))
+    y[0, :4] = IGNORE_INDEX
+    out = with_aux.train()(x)
+    assert set(out) == {"out", "aux"} and out["out"].shape == out["aux"].shape == (2, 5, 32, 48)
+    main = torch.nn.functional.cross_entropy(out["out"], y, ignore_index=IGNORE_INDEX)
+    aux = torch.nn.functional.cross_entropy(out["aux"], y, ignore_index=IGNORE_INDEX)
+    assert segmentation_loss(out, y).item() == pytest.approx((main + AUX_LOSS_WEIGHT * aux).item(), rel=1e-6)
+    assert isinstance(with_aux.eval()(x), torch.Tensor) and isinstance(without.train()(x), torch.Tensor)
+    aux_params = 1024 * 256 * 9 + 2 * 256 + 256 * 5 + 5  # 3x3 conv, BN, 1x1 classifier (hszhao/semseg)
+    n = [sum(p.numel() for p in m.parameters()) for m in (with_aux, without)]
+    assert n[0] - n[1] == aux_params
+    assert static_macs(with_aux, (3, 32, 48)) == static_macs(without, (3, 32, 48))  # measured in eval mode
+
+
+@pytest.mark.parametrize(("model", "imagenet_model"), [("pspnet_resnet50", "resnet50"),
+                                                       ("pspnet_bas_resnet50", "bas_resnet50")])  # fmt: skip
+def test_the_backbone_starts_from_imagenet_weights_when_given(tmp_path, model, imagenet_model):
+    from bench.registry import create_model
+
+    torch.manual_seed(1)
+    trained = create_model(imagenet_model, 1000, 3)
+    torch.save(
+        {"model": trained.state_dict(), "epoch": 90}, tmp_path / "last.pt"
+    )  # an imagenet suite checkpoint
+    net = create_model(model, 19, 3, backbone_weights=str(tmp_path / "last.pt"))
+    assert torch.equal(net.backbone.layer3[2].conv2.weight, trained.layer3[2].conv2.weight)
+    assert len(net.bench_info["backbone_weights_sha256"]) == 64
+    with pytest.raises(FileNotFoundError, match="does not exist: give the path of a ResNet-50 state dict"):
+        create_model(model, 19, 3, backbone_weights=str(tmp_path / "missing.pt"))
+    torch.save(create_model("resnet18", 1000, 3).state_dict(), tmp_path / "r18.pt")
+    with pytest.raises(ValueError, match="does not fit this backbone"):
+        create_model(model, 19, 3, backbone_weights=str(tmp_path / "r18.pt"))
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:1000])
+    with pytest.raises(ValueError, match="not a readable torch state dict"):
+        create_model(model, 19, 3, backbone_weights=str(tmp_path / "cut.pt"))
