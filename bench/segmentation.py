@@ -89,7 +89,7 @@ class PSPNet(nn.Module):
         }
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
-        stage4, stage5 = self.backbone(x)
+        *_, stage4, stage5 = self.backbone(x)
         out = F.interpolate(self.head(self.ppm(stage5)), x.shape[-2:], mode="bilinear", align_corners=True)
         if self.training and self.aux is not None:
             aux = F.interpolate(self.aux(stage4), x.shape[-2:], mode="bilinear", align_corners=True)
@@ -105,15 +105,16 @@ class PSPNet(nn.Module):
         return {f"backbone.{n}" for n in hook()} if hook is not None else set()
 
 
-def _features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-    """A ResNet's forward up to stage 5 (no pooling, no classifier): the stage-4 and stage-5 features."""
-    x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-    stage4 = self.layer3(self.layer2(self.layer1(x)))
-    return stage4, self.layer4(stage4)
+def _features(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A ResNet's forward up to stage 5 (no pooling, no classifier): the features of stages 2 to 5."""
+    stage2 = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+    stage3 = self.layer2(stage2)
+    stage4 = self.layer3(stage3)
+    return stage2, stage3, stage4, self.layer4(stage4)
 
 
 class DilatedResNet(tv_resnet.ResNet):
-    """torchvision's ResNet whose forward returns the stage-4 and stage-5 feature maps."""
+    """torchvision's ResNet whose forward returns the feature maps of stages 2 to 5."""
 
     forward = _features
 
