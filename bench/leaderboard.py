@@ -82,6 +82,21 @@ def _device(record: Record) -> str:
     return env.device_name if env.device == "cpu" else f"{env.device} ({env.device_name})"
 
 
+def _training(record: Record) -> str:
+    """How the run trained, where it was more than one process in full precision: "8 × 32, bfloat16, SyncBN"."""
+    t = record.training
+    if t is None:
+        return NONE
+    facts = [f"{t.world_size} × {t.batch_size_per_rank}", t.amp_dtype or "",
+             "channels_last" if t.channels_last else "", "SyncBN" if t.sync_bn else ""]  # fmt: skip
+    return ", ".join(f for f in facts if f)
+
+
+def _plain(record: Record) -> bool:
+    t = record.training
+    return t is None or (t.world_size == 1 and t.amp_dtype is None and not t.channels_last)
+
+
 def _badge(status: str) -> str:
     return f"`{status}`"
 
@@ -179,6 +194,7 @@ def _row(label: str, group: Group, refs: References, dataset: str) -> dict[str, 
         "Gate MACs": _millions(m[0].gate_network_macs),
         "Latency bs1 (ms)": _latency_bs1(first),
         "Device": _device(first),
+        "Training": _training(first),
     }
 
 
@@ -225,6 +241,8 @@ def dataset_table(dataset: str, records: list[Record], declared: list[str], decl
         ours = g.values(metric)
         points.append(Point(label, g.records[0].model_family, mean(executed) if executed else m.static_macs,
                             bool(executed), mean(ours), stdev(ours) if len(ours) > 1 else 0.0))  # fmt: skip
+    if all(_plain(r) for g in groups for r in g.records):  # the column only where a run was not plain
+        rows = [{k: v for k, v in row.items() if k != "Training"} for row in rows]
     run = {g.model for g in groups if g.origin == "measured"}  # a submission is not our run
     rows += [_not_run_row(m, declared_args.get(m, {}), refs, dataset) for m in declared if m not in run]
     return DatasetTable(dataset, rows, points)
@@ -264,7 +282,9 @@ def suite_markdown(suite: str, records: list[Record], version: int, digest: str,
         "error rates converted to accuracy), and Δ is our mean minus it. MACs are multiply-accumulates "
         "of convolution and linear layers per sample; executed MACs count only what the gates let run, "
         "as the mean over the evaluation set; gate MACs are the gate network's own cost (included in "
-        "executed MACs). Latency is the median per batch of 1 after warm-up.",
+        "executed MACs). Latency is the median per batch of 1 after warm-up. Training, where a run was "
+        "not one process in full precision: processes × batch per process, AMP dtype, memory format, "
+        "synchronised BatchNorm.",
     ]
     shown = sorted(set(datasets) | {r.dataset for r in records})
     segmentation = [d for d in shown if columns_of(d).metric == "miou_pct"]

@@ -61,6 +61,23 @@ def test_rows_show_mean_std_over_seeds(tmp_path):
     assert "65.00 ± 7.07" in row and re.search(r"\|\s+2\s+\|", row) and "`measured`" in row
 
 
+def test_a_distributed_or_mixed_precision_run_says_how_it_trained(tmp_path):
+    from tests.test_results import TRAINING
+
+    store = ResultStore(tmp_path / "results")
+    store.append([make_record(0)])
+    write_leaderboard(store, tmp_path / "lb", suite="tiny")
+    assert "Training" not in _row((tmp_path / "lb" / "tiny.md").read_text(), "| Model")  # plain runs only
+    ddp = {**TRAINING, "world_size": 8, "batch_size_per_rank": 32, "global_batch_size": 256, "amp_dtype": "bfloat16",
+           "channels_last": True, "sync_bn": True, "backend": "nccl"}  # fmt: skip
+    store.append([make_record(1, training=ddp, config_hash="e" * 64)])
+    write_leaderboard(store, tmp_path / "lb", suite="tiny")
+    text = (tmp_path / "lb" / "tiny.md").read_text()
+    assert "| Training" in _row(text, "| Model")
+    assert "8 × 32, bfloat16, channels_last, SyncBN" in _row(text, "| resnet20 (config eeeeeeee)")
+    assert re.search(r"\| 1 × 64\s+\|$", _row(text, "| resnet20 (config aaaaaaaa)"))
+
+
 def test_declared_but_unrun_models_say_so_and_no_cell_is_blank(tmp_path):
     store = ResultStore(tmp_path / "results")
     store.append([make_record(0, suite="quick")])
