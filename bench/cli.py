@@ -12,7 +12,7 @@ from bench.config import SuiteError, list_suites, load_suite
 from bench.data import DATASETS, DatasetNotFoundError
 from bench.measure.latency import MALLOC_ENV, malloc_tuned
 from bench.results import ResultStore, StoreError
-from bench.schema import QUALITY_METRICS
+from bench.schema import METRIC_LABELS
 
 USER_ERRORS = (SuiteError, registry.UnknownModelError, DatasetNotFoundError, StoreError, ValueError)
 
@@ -93,7 +93,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
     for r in records:
         print(
             f"accepted {r.record_id}: {r.model} · {r.dataset} · seed {r.seed} · "
-            f"{QUALITY_METRICS[r.metrics.quality_metric]} {r.metrics.quality:.2f}%"
+            f"{METRIC_LABELS[r.metrics.quality_metric]} {r.metrics.quality:.2f}%"
         )
     print(f"{len(records)} record(s) stored as store version {version} in {store.runs}")
     for suite in sorted({r.suite for r in records}):

@@ -29,7 +29,7 @@ from bench.data import DATASET_TASKS
 from bench.gate_figures import plot_gate_stats
 from bench.plots import Point, plot_accuracy_macs
 from bench.results import ResultStore
-from bench.schema import QUALITY_METRICS, PaperReference, Record
+from bench.schema import METRIC_LABELS, PaperReference, Record
 
 NOT_RUN = "not yet run"
 NONE = "–"
@@ -146,7 +146,7 @@ class References:
 
 
 def _reference_line(number: int, paper: str, ref: PaperReference) -> str:
-    shown = f"{QUALITY_METRICS.get(ref.our_metric, ref.our_metric.removesuffix('_pct').replace('top', 'top-'))} {ref.our_value:.2f}%"
+    shown = f"{METRIC_LABELS[ref.our_metric]} {ref.our_value:.2f}%"
     facts = [f"layout {ref.layout}" if ref.layout else "", ref.protocol, ref.note]
     extra = "".join(f"; {f}" for f in facts if f)
     return (f"{number}. {paper}, {ref.table}: `{ref.model}` on {ref.dataset}, {ref.stated()} "
@@ -327,7 +327,7 @@ def _notes(records: list[Record]) -> list[str]:
                      f"{v.verification.delta:+.2f}, tolerance {v.verification.tolerance:.2f})"
                      if v else "not verified")  # fmt: skip
             lines.append(f"- `{r.record_id}` · `{r.model}` · {r.dataset} · seed {r.seed} · "
-                         f"{QUALITY_METRICS[r.metrics.quality_metric]} {r.metrics.quality:.2f}% · by {r.submitter} · [code]({r.code_url}) · store version "
+                         f"{METRIC_LABELS[r.metrics.quality_metric]} {r.metrics.quality:.2f}% · by {r.submitter} · [code]({r.code_url}) · store version "
                          f"{r.store_version} · {check}")  # fmt: skip
     verified = sorted(
         (r for r in records if r.status == "verified"), key=lambda r: (r.store_version, r.record_id)
@@ -432,7 +432,7 @@ def paper_markdown(store: ResultStore) -> str:
                 "Model": f"`{ref.model}`"
                 + (f" {json.dumps(ref.model_args, sort_keys=True)}" if ref.model_args else ""),
                 "Stated": ref.stated(),
-                "Ours": f"{ref.our_metric.replace('_pct', '').replace('top', 'top-')} {ref.our_value:.2f}%",
+                "Ours": f"{METRIC_LABELS[ref.our_metric]} {ref.our_value:.2f}%",
                 "Layout": ref.layout or NONE,
                 "Paper": paper,
                 "Where": ref.table,
@@ -493,7 +493,7 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
         for table in tables:
             if table.points:
                 cols = columns_of(table.dataset)
-                title = f"{name} · {table.dataset}: {QUALITY_METRICS[cols.metric]} against MACs"
+                title = f"{name} · {table.dataset}: {METRIC_LABELS[cols.metric]} against MACs"
                 written.append(plot_accuracy_macs(table.points, title, out / plot_name(name, table.dataset),
                                                   cols.axis))  # fmt: skip
         path = out / f"{name}.md"

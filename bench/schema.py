@@ -74,7 +74,12 @@ class Spread(_Strict):
 
 
 TASK_METRICS = {"classification": ("top1_pct", "top5_pct"), "segmentation": ("miou_pct", "pixel_acc_pct")}
-QUALITY_METRICS = {"top1_pct": "top-1", "miou_pct": "mIoU"}  # each task's headline metric -> its label
+METRIC_LABELS = {
+    "top1_pct": "top-1",
+    "top5_pct": "top-5",
+    "miou_pct": "mIoU",
+    "pixel_acc_pct": "pixel accuracy",
+}
 
 
 class Metrics(_Strict):

@@ -23,7 +23,7 @@ from bench.config import SuiteError, TrainConfig, _build, config_hash, load_suit
 from bench.data import load_dataset
 from bench.results import ResultStore
 from bench.runner import RunSpec, default_submitter, run_one
-from bench.schema import QUALITY_METRICS, SCHEMA_VERSION, Record, Verification
+from bench.schema import METRIC_LABELS, SCHEMA_VERSION, Record, Verification
 
 DEFAULT_TOLERANCE = 1.0  # percentage points of the headline metric
 
@@ -46,7 +46,7 @@ class Outcome:
         head = f"{r.record_id} ({r.model} · {r.dataset} · seed {r.seed})"
         if self.rerun.status == "failed":
             return f"NOT VERIFIED {head}: the re-run failed: {self.rerun.failure_reason}"
-        name = QUALITY_METRICS[r.metrics.quality_metric]
+        name = METRIC_LABELS[r.metrics.quality_metric]
         values = (f"re-run {name} {m.quality:.2f}% vs stated {r.metrics.quality:.2f}% "
                   f"(Δ {self.delta:+.2f}, tolerance {self.tolerance:.2f})")  # fmt: skip
         if self.verified:
