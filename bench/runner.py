@@ -66,8 +66,10 @@ def plan(suite: Suite, models: list[str] | None = None, seeds: list[int] | None 
     ]
 
 
-def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset]) -> None:
-    """Build each model once and run two samples through it, before any training starts."""
+def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset], device: str = "cpu") -> None:
+    """Build each model once and run two samples through it, and check that its batch splits over the
+    processes, before any training starts."""
+    processes = world().world_size
     for spec in {(s.model, s.dataset): s for s in specs}.values():
         data = _configured(datasets[spec.dataset], spec.train)
         segmentation = getattr(data, "task", "classification") == "segmentation"
@@ -84,6 +86,20 @@ def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset]) -> Non
         if tuple(out.shape) != expected:
             raise PlanError(f"{registry.describe(spec.model)} returns shape {tuple(out.shape)} for {spec.dataset}; "
                             f"expected {expected}")  # fmt: skip
+        _check_batch_split(spec, model, processes, device)
+
+
+def _check_batch_split(spec: RunSpec, model: torch.nn.Module, processes: int, device: str) -> None:
+    batch = spec.train.batch_size
+    if batch % processes:
+        raise PlanError(f"{spec.name}: batch_size {batch} is the global batch and does not split over {processes} "
+                        f"processes; make it a multiple of {processes}")  # fmt: skip
+    synced = spec.train.sync_bn and processes > 1 and device.startswith("cuda")
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if batch // processes < 2 and has_bn and not synced:  # one image: BatchNorm on a 1x1 map has one value
+        raise PlanError(f"{spec.name}: batch_size {batch} over {processes} process(es) leaves 1 image per process, "
+                        f"and BatchNorm cannot train on one; use a batch_size of at least {2 * processes}"
+                        + (" or sync_bn on GPUs" if processes > 1 else ""))  # fmt: skip
 
 
 def _configured(data, cfg: TrainConfig):
@@ -194,7 +210,7 @@ def run_suite(suite: Suite, *, models: list[str] | None = None, seeds: list[int]
     _, device = init_from_env(device)  # under torchrun: join the process group, one device per rank
     specs = plan(suite, models, seeds, epochs)
     datasets = {name: load_dataset(name, data_root) for name in suite.datasets}
-    check_builds(specs, datasets)
+    check_builds(specs, datasets, device)
     store.read()  # a store that does not validate is reported before hours of training
     records = []
     for spec in specs:

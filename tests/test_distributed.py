@@ -161,3 +161,29 @@ def test_torchrun_two_processes_run_a_suite_and_only_rank_0_writes(tmp_path, fas
     assert (training["world_size"], training["global_batch_size"], training["batch_size_per_rank"]) == (2, 64, 32)  # fmt: skip
     assert training["backend"] == "gloo" and record["train_config"]["batch_size"] == 64
     assert (tmp_path / "lb/tiny.md").is_file() and len(list((tmp_path / "runs").rglob("last.pt"))) == 1
+
+
+@pytest.mark.parametrize(("batch_size", "processes", "device", "words"), [
+    (64, 3, "cpu", "batch_size 64 is the global batch and does not split over 3 processes; make it a multiple of 3"),
+    (2, 2, "cpu", "leaves 1 image per process, and BatchNorm cannot train on one; use a batch_size of at least 4 "
+                  "or sync_bn on GPUs"),
+    (1, 1, "cpu", "leaves 1 image per process, and BatchNorm cannot train on one; use a batch_size of at least 2"),
+])  # fmt: skip
+def test_the_plan_refuses_a_batch_the_processes_cannot_train_on(tmp_path, fashion_root, no_system_data,
+                                                                 monkeypatch, batch_size, processes, device, words):  # fmt: skip
+    from bench import runner
+    from bench.config import load_suite
+    from bench.data import load_dataset
+    from bench.distributed import World
+    from tests.helpers import write_suite
+
+    suite = load_suite(str(write_suite(tmp_path).as_posix()))
+    suite = dataclasses.replace(suite, train=dataclasses.replace(suite.train, batch_size=batch_size))
+    monkeypatch.setattr(runner, "world", lambda: World(rank=0, world_size=processes))
+    data = {"fashion_mnist": load_dataset("fashion_mnist", str(fashion_root))}
+    with pytest.raises(runner.PlanError) as error:
+        runner.check_builds(runner.plan(suite), data, device)
+    assert str(error.value).endswith(words) and str(error.value).startswith("resnet20")
+    sync = dataclasses.replace(suite, train=dataclasses.replace(suite.train, batch_size=2, sync_bn=True))
+    if processes == 2:  # SyncBatchNorm on GPUs normalises over both processes' images
+        runner.check_builds(runner.plan(sync), data, "cuda")
