@@ -275,10 +275,10 @@ def suite_markdown(suite: str, records: list[Record], version: int, digest: str,
         f"at store version {version} (store sha256 `{digest[:16]}`). "
         f"Newest record: {max((r.created_at for r in records), default=NONE)}.",
         "",
-        "Top-1 is mean ± std over seeds (n seeds). Status: `measured` rows were run by `bench run`, "
-        "`submitted` rows were sent with `bench submit` (self-reported, with a link to their code), "
-        "`verified` means `bench verify` re-ran the record's configuration and matched its top-1 within "
-        "the stated tolerance. Paper top-1 is the paper-reported number (see the references below; "
+        "Top-1 (mIoU on segmentation datasets) is mean ± std over seeds (n seeds). Status: `measured` rows "
+        "were run by `bench run`, `submitted` rows were sent with `bench submit` (self-reported, with a link "
+        "to their code), `verified` means `bench verify` re-ran the record's configuration and matched its "
+        "top-1 (mIoU) within the stated tolerance. Paper top-1 is the paper-reported number (see the references below; "
         "error rates converted to accuracy), and Δ is our mean minus it. MACs are multiply-accumulates "
         "of convolution and linear layers per sample; executed MACs count only what the gates let run, "
         "as the mean over the evaluation set; gate MACs are the gate network's own cost (included in "
