@@ -205,13 +205,18 @@ def _not_run_row(model: str, model_args: dict, refs: References, dataset: str) -
 
 
 def group_records(records: list[Record], dataset: str) -> list[Group]:
-    """The rows of one dataset, verified records attached to the rows of the records they verified."""
-    groups: dict[tuple[str, str, str], Group] = {}
-    for r in records:
+    """The rows of one dataset, verified records attached to the rows of the records they verified.
+
+    A seed run again with the same configuration counts once, with its newest record (a re-run is not
+    another seed); the older records stay in the store."""
+    newest: dict[tuple[str, str, str, int], Record] = {}
+    for r in records:  # the store's order: by store version
         if r.dataset == dataset and r.status in ROWS:
             origin = "measured" if r.status == "measured" else r.submitter
-            key = (r.model, r.config_hash, origin)
-            groups.setdefault(key, Group(*key)).records.append(r)
+            newest[(r.model, r.config_hash, origin, r.seed)] = r
+    groups: dict[tuple[str, str, str], Group] = {}
+    for (*key, _), r in sorted(newest.items()):
+        groups.setdefault(tuple(key), Group(*key)).records.append(r)
     verifier = {r.verification.record_id: r for r in records if r.status == "verified" and r.verification}
     for g in groups.values():
         g.verified_by = {r.record_id: verifier[r.record_id] for r in g.records if r.record_id in verifier}
@@ -275,7 +280,8 @@ def suite_markdown(suite: str, records: list[Record], version: int, digest: str,
         f"at store version {version} (store sha256 `{digest[:16]}`). "
         f"Newest record: {max((r.created_at for r in records), default=NONE)}.",
         "",
-        "Top-1 (mIoU on segmentation datasets) is mean ± std over seeds (n seeds). Status: `measured` rows "
+        "Top-1 (mIoU on segmentation datasets) is mean ± std over seeds (n seeds; a seed run again counts "
+        "once, with its newest record). Status: `measured` rows "
         "were run by `bench run`, `submitted` rows were sent with `bench submit` (self-reported, with a link "
         "to their code), `verified` means `bench verify` re-ran the record's configuration and matched its "
         "top-1 (mIoU) within the stated tolerance. Paper top-1 is the paper-reported number (see the references below; "

@@ -78,6 +78,16 @@ def test_a_distributed_or_mixed_precision_run_says_how_it_trained(tmp_path):
     assert re.search(r"\| 1 × 64\s+\|$", _row(text, "| resnet20 (config aaaaaaaa)"))
 
 
+def test_a_seed_run_again_counts_once_with_its_newest_record(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    store.append([make_record(0, top1=60.0), make_record(1, top1=80.0)])
+    store.append([make_record(0, top1=70.0, created_at="2026-01-02T00:00:00+00:00")])  # `make run` again
+    write_leaderboard(store, tmp_path / "lb", suite="tiny")
+    row = _row((tmp_path / "lb" / "tiny.md").read_text(), "| resnet20")
+    assert "75.00 ± 7.07" in row and re.search(r"\|\s+2\s+\|", row)
+    assert len(store.read("tiny")) == 3  # the older run stays in the store
+
+
 def test_declared_but_unrun_models_say_so_and_no_cell_is_blank(tmp_path):
     store = ResultStore(tmp_path / "results")
     store.append([make_record(0, suite="quick")])
