@@ -181,7 +181,7 @@ def _pspnet(backbone: nn.Module, num_classes: int, aux_head: bool, backbone_weig
 
 
 def pspnet_resnet50(num_classes: int = 19, in_chans: int = 3, aux_head: bool = True,
-                    backbone_weights: str | None = None, **kwargs) -> PSPNet:  # fmt: skip
+                    backbone_weights: str | None = None) -> PSPNet:  # fmt: skip
     """PSPNet on a dilated torchvision ResNet-50 (output stride 8)."""
     return _pspnet(dilated_resnet50(in_chans), num_classes, aux_head, backbone_weights)
 

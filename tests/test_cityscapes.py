@@ -175,6 +175,8 @@ def test_the_backbone_starts_from_imagenet_weights_when_given(tmp_path, model, i
     net = create_model(model, 19, 3, backbone_weights=str(tmp_path / "last.pt"))
     assert torch.equal(net.backbone.layer3[2].conv2.weight, trained.layer3[2].conv2.weight)
     assert len(net.bench_info["backbone_weights_sha256"]) == 64
+    with pytest.raises(TypeError, match="backbone_weight"):  # a misspelt argument is not ignored
+        create_model(model, 19, 3, backbone_weight=str(tmp_path / "last.pt"))
     with pytest.raises(FileNotFoundError, match="does not exist: give the path of a ResNet-50 state dict"):
         create_model(model, 19, 3, backbone_weights=str(tmp_path / "missing.pt"))
     torch.save(create_model("resnet18", 1000, 3).state_dict(), tmp_path / "r18.pt")
