@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench import plugins, registry
-from bench.config import SuiteError, list_suites, load_suite
+from bench.config import PlanError, SuiteError, list_suites, load_suite
 from bench.data import DATASETS, DatasetNotFoundError
 from bench.measure.latency import MALLOC_ENV, malloc_tuned
 from bench.results import ResultStore, StoreError
@@ -29,7 +29,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     from bench.leaderboard import write_leaderboard
-    from bench.runner import PlanError, run_suite, summary_line
+    from bench.runner import run_suite, summary_line
 
     suite = load_suite(args.suite)
     store = ResultStore(args.out)
@@ -260,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         plugins.load_files(getattr(args, "plugin", None))
         code = args.func(args)
     except USER_ERRORS as e:
-        print(f"bench {args.command}: error: {e}", file=sys.stderr)
+        # under torchrun every rank reads the same suite and builds the same plan: rank 0 reports those
+        # errors once; anything else (data missing on one node, say) is reported by each rank, named
+        rank, ranks = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        if rank == 0 or not isinstance(e, (SuiteError, registry.UnknownModelError, PlanError)):
+            where = f" (rank {rank} of {ranks})" if ranks > 1 else ""
+            print(f"bench {args.command}: error{where}: {e}", file=sys.stderr)
         return 2
     return code or 0
 

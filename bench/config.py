@@ -22,6 +22,10 @@ class SuiteError(ValueError):
     """A suite that cannot be found or read; the message names the file, the key and the fix."""
 
 
+class PlanError(ValueError):
+    """The requested runs cannot start; the message names the model or dataset and the fix."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 1

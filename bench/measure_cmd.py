@@ -17,11 +17,11 @@ import torch
 from tabulate import tabulate
 
 from bench import registry
-from bench.config import MeasureConfig, TrainConfig
+from bench.config import MeasureConfig, PlanError, TrainConfig
 from bench.data import ImageDataset, load_dataset
 from bench.measure.report import counters_disagree, measure_model
 from bench.plugins import name_plugins
-from bench.runner import PlanError, RunSpec, check_builds
+from bench.runner import RunSpec, check_builds
 
 
 @dataclass(frozen=True)

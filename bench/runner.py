@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from bench import registry
-from bench.config import Suite, TrainConfig, config_hash
+from bench.config import PlanError, Suite, TrainConfig, config_hash
 from bench.data import ImageDataset, load_dataset
 from bench.distributed import barrier, init_from_env, world
 from bench.env import environment
@@ -46,10 +46,6 @@ class RunSpec:
     @property
     def name(self) -> str:
         return f"{self.model} · {self.dataset} · seed {self.seed}"
-
-
-class PlanError(ValueError):
-    """The requested runs cannot start; the message names the model or dataset and the fix."""
 
 
 def plan(suite: Suite, models: list[str] | None = None, seeds: list[int] | None = None,

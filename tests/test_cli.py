@@ -69,6 +69,30 @@ def test_user_errors_give_one_clear_message_and_write_nothing(case, expected, tm
     assert _store_bytes(tmp_path) is None and not (tmp_path / "lb").exists()
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_under_torchrun_an_error_every_rank_shares_is_reported_once(rank, tmp_path, fashion_root, no_system_data,
+                                                                    monkeypatch, capsys):  # fmt: skip
+    from bench import runner
+    from bench.distributed import World
+
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(runner, "init_from_env", lambda device: (World(rank=rank, world_size=2), device))
+    suite = write_suite(tmp_path)
+    assert (
+        main(_args(suite, tmp_path, fashion_root, "--models", "resnet21")) == 2
+    )  # the same plan on every rank
+    err = capsys.readouterr().err.strip().splitlines()
+    if rank == 0:
+        (line,) = err
+        assert line.startswith("bench run: error (rank 0 of 2): ") and "unknown model 'resnet21'" in line
+    else:
+        assert err == []
+    assert main(_args(suite, tmp_path, tmp_path / "nowhere")) == 2  # data missing: each rank says so
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"bench run: error (rank {rank} of 2): ") and "Fashion-MNIST not found" in line
+
+
 def test_list_shows_suites_and_models(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
