@@ -245,25 +245,10 @@ class TargetRateMixin:
     def sparse_parameters(self) -> dict:
         return {id(b): b.sparse_parameters() for b in self.gated_blocks()}
 
-    def _sparse_stem(self, x: Tensor) -> Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        return self.maxpool(x) if hasattr(self, "maxpool") else x
-
     @torch.inference_mode()
     def forward_sparse(self, x: Tensor) -> Tensor:
         """Inference, one sample at a time: closed blocks run only their shortcut (see `bench.sparse`)."""
-        sparse.check_inference(self)
-        folded = sparse.cache_of(self)
-        stages = [m for n, m in self.named_children() if n.startswith("layer")]
-
-        def one(x: Tensor) -> Tensor:
-            x = self._sparse_stem(x)
-            for stage in stages:
-                for block in stage:
-                    x = block.forward_sparse(x, folded[id(block)])
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-        return sparse.per_sample(self, x, one)
+        return sparse.forward_blocks(self, x)
 
 
 def _info(targets: list[float], lossfact: float, tau: float, gate_hidden: int, **extra) -> dict:

@@ -41,6 +41,20 @@ def world() -> World:
     return World()
 
 
+def batch_per_rank(batch_size: int, world_size: int) -> int:
+    """Each process's share of the global batch, which must split evenly over the processes."""
+    if batch_size % world_size:
+        raise ValueError(f"batch_size {batch_size} is the global batch and does not split over {world_size} "
+                         f"processes; make it a multiple of {world_size}")  # fmt: skip
+    return batch_size // world_size
+
+
+def syncs_batchnorm(sync_bn: bool, world_size: int, device: str) -> bool:
+    """Whether BatchNorm statistics are synchronised: asked for, several processes, and GPUs (torch's
+    SyncBatchNorm runs on CUDA only)."""
+    return sync_bn and world_size > 1 and torch.device(device).type == "cuda"
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -130,13 +144,12 @@ class ShardedLoader(DeviceLoader):
 
     def __init__(self, *args, rank: int = 0, world_size: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.batch_size % world_size:
-            raise ValueError(f"batch_size {self.batch_size} does not split over {world_size} processes")
+        self.share = batch_per_rank(self.batch_size, world_size)
         self.rank, self.world_size = rank, world_size
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         generator = torch.Generator(self.device).manual_seed(self.seed * 100_003 + self.epoch)
-        n, share = len(self.labels), self.batch_size // self.world_size
+        n, share = len(self.labels), self.share
         order = torch.randperm(n, generator=generator, device=self.device) if self.shuffle else None
         for i in range(len(self)):
             index = torch.arange(i * self.batch_size, min(n, (i + 1) * self.batch_size), device=self.device)

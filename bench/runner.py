@@ -19,7 +19,7 @@ import torch
 from bench import registry
 from bench.config import PlanError, Suite, TrainConfig, config_hash
 from bench.data import ImageDataset, load_dataset
-from bench.distributed import barrier, init_from_env, world
+from bench.distributed import barrier, batch_per_rank, init_from_env, syncs_batchnorm, world
 from bench.env import environment
 from bench.measure.report import counters_disagree, measure_model
 from bench.results import ResultStore
@@ -87,12 +87,13 @@ def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset], device
 
 def _check_batch_split(spec: RunSpec, model: torch.nn.Module, processes: int, device: str) -> None:
     batch = spec.train.batch_size
-    if batch % processes:
-        raise PlanError(f"{spec.name}: batch_size {batch} is the global batch and does not split over {processes} "
-                        f"processes; make it a multiple of {processes}")  # fmt: skip
-    synced = spec.train.sync_bn and processes > 1 and device.startswith("cuda")
+    try:
+        per_rank = batch_per_rank(batch, processes)
+    except ValueError as e:
+        raise PlanError(f"{spec.name}: {e}") from None
+    synced = syncs_batchnorm(spec.train.sync_bn, processes, device)
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    if batch // processes < 2 and has_bn and not synced:  # one image: BatchNorm on a 1x1 map has one value
+    if per_rank < 2 and has_bn and not synced:  # one image: BatchNorm on a 1x1 map has one value
         raise PlanError(f"{spec.name}: batch_size {batch} over {processes} process(es) leaves 1 image per process, "
                         f"and BatchNorm cannot train on one; use a batch_size of at least {2 * processes}"
                         + (" or sync_bn on GPUs" if processes > 1 else ""))  # fmt: skip

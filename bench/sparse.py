@@ -103,6 +103,26 @@ def per_sample(model: nn.Module, x: Tensor, one) -> Tensor:
     return torch.cat([one(x[i : i + 1]) for i in range(x.shape[0])])
 
 
+def forward_blocks(model: nn.Module, x: Tensor) -> Tensor:
+    """Sparse inference of a ResNet whose gated blocks decide for themselves (ConvNet-AIG, Batch-Shaping),
+    one sample at a time: the stem, each block's `forward_sparse` with its folded parameters, pooling
+    and the classifier."""
+    check_inference(model)
+    folded = cache_of(model)
+    stages = [m for n, m in model.named_children() if n.startswith("layer")]
+
+    def one(x: Tensor) -> Tensor:
+        x = model.relu(model.bn1(model.conv1(x)))
+        if hasattr(model, "maxpool"):  # the ImageNet stem
+            x = model.maxpool(x)
+        for stage in stages:
+            for block in stage:
+                x = block.forward_sparse(x, folded[id(block)])
+        return model.fc(torch.flatten(model.avgpool(x), 1))
+
+    return per_sample(model, x, one)
+
+
 def prepare(model: nn.Module) -> dict:
     """Fold and cache the parameters of `model`'s sparse path (`model.sparse_parameters()`)."""
     cache = model.sparse_parameters()

@@ -31,9 +31,11 @@ from bench.distributed import (
     World,
     all_gather_objects,
     all_reduce_sum,
+    batch_per_rank,
     broadcast_object,
     rng_state,
     set_rng_state,
+    syncs_batchnorm,
     world,
 )
 
@@ -176,17 +178,15 @@ def train(
     """
     where = world()
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    if cfg.batch_size % where.world_size:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} (global) does not split over {where.world_size} processes"
-        )
+    per_rank = batch_per_rank(cfg.batch_size, where.world_size)
+    sync_bn = syncs_batchnorm(cfg.sync_bn, where.world_size, device)
     loader = make_train_loader(data, cfg, seed, device, where)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     net = model
     if where.world_size > 1:
-        if cfg.sync_bn and torch.device(device).type == "cuda":
+        if sync_bn:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         elif cfg.sync_bn and where.is_main:  # torch's SyncBatchNorm runs on GPUs only
             print("sync_bn: BatchNorm statistics stay per process on CPU (recorded as sync_bn false)",
@@ -205,10 +205,10 @@ def train(
 
     result = TrainResult(status="measured")
     result.runtime = {"world_size": where.world_size, "global_batch_size": cfg.batch_size,
-                      "batch_size_per_rank": cfg.batch_size // where.world_size, "lr": cfg.scaled_lr,
+                      "batch_size_per_rank": per_rank, "lr": cfg.scaled_lr,
                       "lr_scaling": cfg.lr_scaling, "amp_dtype": str(dtype).removeprefix("torch.") if dtype else None,
                       "grad_scaler": scaler.is_enabled(), "channels_last": cfg.channels_last,
-                      "sync_bn": bool(cfg.sync_bn and where.world_size > 1 and device_type == "cuda"),
+                      "sync_bn": sync_bn,
                       "backend": dist.get_backend() if dist.is_initialized() else None}  # fmt: skip
     start_epoch, skip_steps, partial = 0, 0, None
     state = load_checkpoint(checkpoint) if resume and checkpoint is not None and where.is_main else None

@@ -360,20 +360,7 @@ class _BatchShapingMixin:
     @torch.inference_mode()
     def forward_sparse(self, x: Tensor) -> Tensor:
         """Inference, one sample at a time: only open channels are computed (see `bench.sparse`)."""
-        sparse.check_inference(self)
-        folded = sparse.cache_of(self)
-        stages = [m for n, m in self.named_children() if n.startswith("layer")]
-
-        def one(x: Tensor) -> Tensor:
-            x = self.relu(self.bn1(self.conv1(x)))
-            if hasattr(self, "maxpool"):
-                x = self.maxpool(x)
-            for stage in stages:
-                for block in stage:
-                    x = block.forward_sparse(x, folded[id(block)])
-            return self.fc(self.avgpool(x).flatten(1))
-
-        return sparse.per_sample(self, x, one)
+        return sparse.forward_blocks(self, x)
 
     def aux_losses(self, progress: float) -> dict[str, Tensor]:
         probs = [head.prob for head in self.gate_heads()]

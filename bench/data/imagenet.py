@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from bench.data.base import DatasetNotFoundError, ImageDataset, dataset_search_roots
+from bench.distributed import batch_per_rank
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's constants, which the papers' recipes use
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,7 +64,7 @@ class StreamLoader:
         self.samples = SeededSamples(dataset, seed)
         self.sampler = DistributedSampler(self.samples, num_replicas=world_size, rank=rank, shuffle=shuffle,
                                           seed=seed, drop_last=drop_last)  # fmt: skip
-        self.share = batch_size // world_size  # the global batch is split over the ranks
+        self.share = batch_per_rank(batch_size, world_size)
         self.device, self.num_workers, self.drop_last = torch.device(device), num_workers, drop_last
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.first = 0
