@@ -29,7 +29,7 @@ from bench.data import DATASET_TASKS
 from bench.gate_figures import plot_gate_stats
 from bench.plots import Point, plot_accuracy_macs
 from bench.results import ResultStore
-from bench.schema import METRIC_LABELS, PaperReference, Record
+from bench.schema import METRIC_LABELS, TASK_METRICS, PaperReference, Record
 
 NOT_RUN = "not yet run"
 NONE = "–"
@@ -41,18 +41,18 @@ class Columns:
     """A task's metrics and the names of their columns."""
 
     metric: str  # the headline metric: rows are sorted by it and plotted against MACs
-    header: str
     second: str  # shown beside it
+    header: str
     second_header: str
     paper_header: str
     axis: str  # the figure's y label
 
 
-COLUMNS = {
-    "classification": Columns("top1_pct", "Top-1 (%)", "top5_pct", "Top-5 (%)", "Paper top-1 (%)",
-                              "top-1 accuracy (%)"),
-    "segmentation": Columns("miou_pct", "mIoU (%)", "pixel_acc_pct", "Pixel acc. (%)", "Paper mIoU (%)",
-                            "mIoU (%)"),
+COLUMNS = {  # the metrics are the schema's pair of each task
+    "classification": Columns(*TASK_METRICS["classification"], header="Top-1 (%)", second_header="Top-5 (%)",
+                              paper_header="Paper top-1 (%)", axis="top-1 accuracy (%)"),
+    "segmentation": Columns(*TASK_METRICS["segmentation"], header="mIoU (%)", second_header="Pixel acc. (%)",
+                            paper_header="Paper mIoU (%)", axis="mIoU (%)"),
 }  # fmt: skip
 
 
@@ -114,6 +114,12 @@ class Group:
     def values(self, metric: str) -> list[float]:
         return [getattr(r.metrics, metric) for r in self.records]
 
+    @property
+    def executed_macs(self) -> float | None:
+        """Mean executed MACs over the runs (gated models), else None."""
+        executed = [r.metrics.executed_macs.mean for r in self.records if r.metrics.executed_macs]
+        return mean(executed) if executed else None
+
 
 def _matches(ref: PaperReference, model: str, model_args: dict, model_info: dict | None) -> bool:
     """Does `ref` describe this model? Same name, its arguments, and the same layout where both say."""
@@ -174,10 +180,9 @@ def _status(group: Group) -> str:
     return " ".join(badges)
 
 
-def _row(label: str, group: Group, refs: References, dataset: str) -> dict[str, str]:
+def _row(label: str, group: Group, refs: References, dataset: str, training: bool) -> dict[str, str]:
     m = [r.metrics for r in group.records]
     first = group.records[0]
-    executed = [x.executed_macs.mean for x in m if x.executed_macs]
     cols = columns_of(dataset)
     paper = refs.matching(dataset, cols.metric, group.model, first.model_args, first.model_info)
     ours = group.values(cols.metric)
@@ -190,12 +195,11 @@ def _row(label: str, group: Group, refs: References, dataset: str) -> dict[str, 
         cols.second_header: _mean_std(group.values(cols.second)),
         "Params": _millions(m[0].params),
         "MACs": _millions(m[0].static_macs),
-        "Executed MACs": _millions(mean(executed)) if executed else NONE,
+        "Executed MACs": _millions(group.executed_macs),
         "Gate MACs": _millions(m[0].gate_network_macs),
         "Latency bs1 (ms)": _latency_bs1(first),
         "Device": _device(first),
-        "Training": _training(first),
-    }
+    } | ({"Training": _training(first)} if training else {})
 
 
 def _not_run_row(model: str, model_args: dict, refs: References, dataset: str) -> dict[str, str]:
@@ -235,19 +239,18 @@ def dataset_table(dataset: str, records: list[Record], declared: list[str], decl
     groups = group_records(records, dataset)
     metric = columns_of(dataset).metric
     configs = Counter(model for model, _ in {(g.model, g.config_hash) for g in groups})
+    training = not all(
+        _plain(r) for g in groups for r in g.records
+    )  # a column only where a run was not plain
     rows, points = [], []
     for g in groups:
         label = g.model if configs[g.model] == 1 else f"{g.model} (config {g.config_hash[:8]})"
         if g.origin != "measured":
             label += f" (submitted by {g.origin})"
-        rows.append(_row(label, g, refs, dataset))
-        m = g.records[0].metrics
-        executed = [r.metrics.executed_macs.mean for r in g.records if r.metrics.executed_macs]
-        ours = g.values(metric)
-        points.append(Point(label, g.records[0].model_family, mean(executed) if executed else m.static_macs,
-                            bool(executed), mean(ours), stdev(ours) if len(ours) > 1 else 0.0))  # fmt: skip
-    if all(_plain(r) for g in groups for r in g.records):  # the column only where a run was not plain
-        rows = [{k: v for k, v in row.items() if k != "Training"} for row in rows]
+        rows.append(_row(label, g, refs, dataset, training))
+        executed, ours = g.executed_macs, g.values(metric)
+        points.append(Point(label, g.records[0].model_family, g.records[0].metrics.static_macs if executed is None else executed,
+                            executed is not None, mean(ours), stdev(ours) if len(ours) > 1 else 0.0))  # fmt: skip
     run = {g.model for g in groups if g.origin == "measured"}  # a submission is not our run
     rows += [_not_run_row(m, declared_args.get(m, {}), refs, dataset) for m in declared if m not in run]
     return DatasetTable(dataset, rows, points)

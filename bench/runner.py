@@ -18,12 +18,12 @@ import torch
 
 from bench import registry
 from bench.config import PlanError, Suite, TrainConfig, config_hash
-from bench.data import ImageDataset, load_dataset
+from bench.data import DATASET_TASKS, ImageDataset, load_dataset
 from bench.distributed import barrier, batch_per_rank, init_from_env, syncs_batchnorm, world
 from bench.env import environment
 from bench.measure.report import counters_disagree, measure_model
 from bench.results import ResultStore
-from bench.schema import SCHEMA_VERSION, Record
+from bench.schema import METRIC_LABELS, SCHEMA_VERSION, TASK_METRICS, Record
 from bench.segmentation import evaluate_segmentation, segmentation_loss  # also registers the PSPNets
 from bench.train import evaluate, seed_everything, train
 
@@ -68,7 +68,7 @@ def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset], device
     processes = world().world_size
     for spec in {(s.model, s.dataset): s for s in specs}.values():
         data = _configured(datasets[spec.dataset], spec.train)
-        segmentation = getattr(data, "task", "classification") == "segmentation"
+        segmentation = DATASET_TASKS[spec.dataset] == "segmentation"
         # a fully convolutional model is checked on a small image, not on a whole 1024x2048 frame
         shape = (data.in_chans, 64, 128) if segmentation else data.input_shape
         try:
@@ -117,7 +117,7 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
     checkpoint = (
         work_dir / spec.suite.name / f"{spec.model}-{spec.dataset}-s{spec.seed}-{chash[:8]}" / "last.pt"
     )
-    segmentation = getattr(data, "task", "classification") == "segmentation"
+    segmentation = DATASET_TASKS[spec.dataset] == "segmentation"
     result = train(model, data, spec.train, spec.seed, device, checkpoint, resume, progress, desc=spec.name,
                    loss_fn=segmentation_loss if segmentation else None)  # fmt: skip
     metrics, gates = None, None
@@ -175,11 +175,8 @@ def summary_line(record: Record) -> str:
     if record.status == "failed":
         return f"FAILED {record.model} · {record.dataset} · seed {record.seed}: {record.failure_reason}"
     m = record.metrics
-    quality = (
-        f"top-1 {m.top1_pct:.2f}%"
-        if m.top1_pct is not None
-        else (f"mIoU {m.miou_pct:.2f}% · pixel accuracy {m.pixel_acc_pct:.2f}%")
-    )
+    shown = TASK_METRICS["segmentation"] if m.quality_metric == "miou_pct" else ("top1_pct",)
+    quality = " · ".join(f"{METRIC_LABELS[k]} {getattr(m, k):.2f}%" for k in shown)
     parts = [quality, f"{m.params / 1e6:.3f}M params", f"{m.static_macs / 1e6:.2f}M MACs"]
     if m.executed_macs:
         parts.append(f"executed {m.executed_macs.mean / 1e6:.2f}M")

@@ -20,6 +20,7 @@ a current one (a submission is always stored at the current version).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -27,6 +28,8 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bench.config import TrainConfig  # the lr scaling rule of a version-2 body's train_config
 
 SCHEMA_VERSION = 3
 READABLE_SCHEMA_VERSIONS = (1, 2, 3)
@@ -101,9 +104,7 @@ class Metrics(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Metrics:
-        present = {
-            k for k in ("top1_pct", "top5_pct", "miou_pct", "pixel_acc_pct") if getattr(self, k) is not None
-        }
+        present = {k for pair in TASK_METRICS.values() for k in pair if getattr(self, k) is not None}
         tasks = [pair for pair in TASK_METRICS.values() if present & set(pair)]
         if len(tasks) != 1:
             raise ValueError("metrics need top1_pct and top5_pct (classification) or miou_pct and pixel_acc_pct "
@@ -277,11 +278,10 @@ def upgrade(body: dict[str, Any]) -> dict[str, Any]:
 def _training_of_v2(body: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     """Version 2 wrote model_info["training"] only for several processes, AMP or channels_last;
     without it the run was one process in full precision at the config's batch size and lr."""
-    cfg = body.get("train_config") or {}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in (body.get("train_config") or {}).items() if k in fields})
     ran = info.pop("training", None) or {}
-    batch = cfg.get("batch_size", 1)
-    scaling = cfg.get("lr_scaling", "none")
-    lr = cfg.get("lr", 0.0) * (batch / cfg.get("base_batch_size", 256) if scaling == "linear" else 1.0)
+    batch, scaling, lr = cfg.batch_size, cfg.lr_scaling, cfg.scaled_lr
     world_size = ran.get("world_size", 1)
     return {"world_size": world_size, "global_batch_size": ran.get("batch_size_per_rank", batch) * world_size,
             "batch_size_per_rank": ran.get("batch_size_per_rank", batch), "lr": ran.get("lr", lr),

@@ -25,6 +25,7 @@ takes a state dict file of the backbone (torchvision's ResNet-50 weights, or the
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import torch
@@ -151,8 +152,9 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> str:
     if not file.is_file():
         raise FileNotFoundError(f"backbone_weights {path!r} does not exist: give the path of a ResNet-50 state dict "
                                 "(torchvision's resnet50 weights file, or the last.pt of an imagenet suite run)")  # fmt: skip
+    data = file.read_bytes()  # read once: hashed for the record and loaded
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file
         raise ValueError(f"backbone_weights {path!r} is not a readable torch state dict: {e}") from None
     state = state.get("model", state) if isinstance(state, dict) else state
@@ -170,7 +172,7 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> str:
     if problems:
         raise ValueError(f"backbone_weights {path!r} does not fit this backbone: {'; '.join(problems)}")
     backbone.load_state_dict(state, strict=False)  # everything but the classifier, which PSPNet drops
-    return hashlib.sha256(file.read_bytes()).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _pspnet(backbone: nn.Module, num_classes: int, aux_head: bool, backbone_weights: str | None) -> PSPNet:

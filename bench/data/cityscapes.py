@@ -91,7 +91,6 @@ class JointTransform:
 class CityscapesData(FolderDataset):
     """Cityscapes fine: streamed batches of crops (training) and whole images (evaluation)."""
 
-    task: str = "segmentation"
     crop_size: int = 713
 
     def _folder(self, split: str):

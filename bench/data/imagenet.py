@@ -109,7 +109,6 @@ class FolderDataset:
     eval_resize_size: int = 256
     num_workers: int = 8
     train_size: int | None = None
-    task: str = "classification"
     mean_std: tuple = (IMAGENET_MEAN, IMAGENET_STD)
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
