@@ -160,9 +160,7 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> str:
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise ValueError(f"backbone_weights {path!r} holds a {type(state).__name__}, not a state dict")
-    state = {
-        k.removeprefix("module."): v for k, v in state.items() if not k.startswith(("fc.", "module.fc."))
-    }
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     own = {k: v for k, v in backbone.state_dict().items() if not k.startswith("fc.")}
     problems = [f"{len(v)} {what} (e.g. {v[:2]})" for what, v in (
         ("missing", [k for k in own if k not in state]),

@@ -59,7 +59,7 @@ def test_the_gated_backbone_and_its_segmentor_register_and_add_the_gate_losses(m
     losses = segmentor.loss(torch.randn(4, 3, 64, 64), None)
     assert {"loss_decode", "loss_gate_batch_shaping", "loss_gate_l0"} <= set(losses), sorted(losses)
     assert backbone.iters == 1 and backbone.progress() == 0.25
-    sum(losses.values()).backward()  # the gate losses reach the gates
+    sum(losses.values()).backward()  # the summed losses train the gates
     assert any(
         p.grad is not None and p.grad.abs().sum() > 0 for n, p in backbone.named_parameters() if "gate" in n
     )
