@@ -17,7 +17,14 @@ lint: setup
 setup: $(VENV)/.installed
 
 # torch and torchvision first and exactly: on these machines pip takes them from local disk.
+# That torch brings ~4 GB of CUDA libraries: set-up plus the tests peak at ~7 GB (measured), so say so first.
+NEEDS_GB := 7
 $(VENV)/.installed: pyproject.toml
+	@free_gb=$$(df -Pk . | awk 'NR == 2 { print int($$4 / 1048576) }'); \
+	if [ ! -d $(VENV) ] && [ "$$free_gb" -lt $(NEEDS_GB) ]; then \
+		echo "make: only $$free_gb GB free under $$(pwd); set-up and tests need about $(NEEDS_GB) GB. Free some disk and run make again."; \
+		exit 1; \
+	fi
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e ".[test]"
