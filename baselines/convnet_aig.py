@@ -107,7 +107,10 @@ def argmax_gate(logits: Tensor) -> Tensor:
 
 
 class _GatedBlock(nn.Module):
-    """Bookkeeping shared by the gated blocks: the gate interface and the gate the loss needs."""
+    """What the gated blocks share: the gate interface, the gate the loss needs, and the sparse path."""
+
+    n_convs: int  # convolutions on the residual branch, conv1 .. conv{n_convs}
+    # and projection(): the shortcut's conv + BN, or None for an identity shortcut
 
     def record(self, gate: Tensor) -> None:
         self.last_gate = gate.detach()  # the gate interface: [batch, 1], 0/1
@@ -118,11 +121,30 @@ class _GatedBlock(nn.Module):
         self.gate_value = None  # drop the graph reference once the loss has it
         return gate
 
+    def sparse_parameters(self) -> dict:
+        folded = sparse.fold_block(self, self.n_convs)
+        projection = self.projection()
+        if projection is not None:
+            folded["shortcut"] = sparse.fold(projection[0], projection[1])
+        return folded
+
+    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
+        """One sample: the shortcut alone when the gate is closed, else the branch (BN folded)."""
+        gate = self.gate(x)
+        identity = sparse.conv(folded["shortcut"], x) if "shortcut" in folded else x
+        if not bool(gate[0, 0]):
+            return self.relu(identity)
+        out = x
+        for k in range(1, self.n_convs):
+            out = self.relu(sparse.conv(folded[f"conv{k}"], out))
+        return self.relu(identity + sparse.conv(folded[f"conv{self.n_convs}"], out))
+
 
 class AIGBasicBlock(_GatedBlock):
     """He et al.'s basic block with an option-B shortcut and a gate on its residual branch."""
 
     expansion = 1
+    n_convs = 2
 
     def __init__(
         self, in_planes: int, planes: int, stride: int = 1, gate_hidden: int = GATE_HIDDEN, tau: float = 1.0
@@ -149,20 +171,8 @@ class AIGBasicBlock(_GatedBlock):
         self.record(gate)
         return self.relu(out)
 
-    def sparse_parameters(self) -> dict:
-        folded = sparse.fold_block(self, 2)
-        if isinstance(self.shortcut, nn.Sequential):
-            folded["shortcut"] = sparse.fold(self.shortcut[0], self.shortcut[1])
-        return folded
-
-    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
-        """One sample: the shortcut alone when the gate is closed, else the branch (BN folded)."""
-        gate = self.gate(x)
-        identity = sparse.conv(folded["shortcut"], x) if "shortcut" in folded else x
-        if not bool(gate[0, 0]):
-            return self.relu(identity)
-        out = self.relu(sparse.conv(folded["conv1"], x))
-        return self.relu(identity + sparse.conv(folded["conv2"], out))
+    def projection(self) -> nn.Sequential | None:
+        return self.shortcut if isinstance(self.shortcut, nn.Sequential) else None
 
 
 class AIGBottleneck(_GatedBlock, tv.Bottleneck):
@@ -171,6 +181,7 @@ class AIGBottleneck(_GatedBlock, tv.Bottleneck):
     # class attributes: torchvision's ResNet passes its blocks positional arguments only
     gate_hidden = GATE_HIDDEN
     tau = 1.0
+    n_convs = 3
 
     def __init__(self, inplanes: int, planes: int, *args, **kwargs):
         super().__init__(inplanes, planes, *args, **kwargs)
@@ -188,21 +199,8 @@ class AIGBottleneck(_GatedBlock, tv.Bottleneck):
         self.record(gate)
         return self.relu(out)
 
-    def sparse_parameters(self) -> dict:
-        folded = sparse.fold_block(self, 3)
-        if self.downsample is not None:
-            folded["shortcut"] = sparse.fold(self.downsample[0], self.downsample[1])
-        return folded
-
-    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
-        """One sample: the shortcut alone when the gate is closed, else the branch (BN folded)."""
-        gate = self.gate(x)
-        identity = sparse.conv(folded["shortcut"], x) if "shortcut" in folded else x
-        if not bool(gate[0, 0]):
-            return self.relu(identity)
-        out = self.relu(sparse.conv(folded["conv1"], x))
-        out = self.relu(sparse.conv(folded["conv2"], out))
-        return self.relu(identity + sparse.conv(folded["conv3"], out))
+    def projection(self) -> nn.Sequential | None:
+        return self.downsample
 
 
 class AIGBottleneckV1(AIGBottleneck, BottleneckV1):
