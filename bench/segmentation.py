@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.models import resnet50
 
+from bench.data.cityscapes import IGNORE_INDEX
 from bench.registry import register
 
-IGNORE_INDEX = 255
 PYRAMID_BINS = (1, 2, 3, 6)
 AUX_LOSS_WEIGHT = 0.4  # hszhao/semseg config `aux_weight: 0.4`; mmsegmentation's PSPNet uses the same
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from bench.config import TrainConfig
 from bench.data import DeviceLoader, ImageDataset
+from bench.data.cityscapes import IGNORE_INDEX
 from bench.distributed import (
     ShardedLoader,
     World,
@@ -40,7 +41,6 @@ from bench.distributed import (
 )
 
 LOG_EVERY = 20
-IGNORE_INDEX = 255  # segmentation pixels without a label (Cityscapes' trainId 255)
 
 
 @dataclass
@@ -121,7 +121,18 @@ def _save_atomic(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step_in_epoch", "history", "train_time_s")
+CHECKPOINT_KEYS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "rng",
+    "epoch",
+    "step_in_epoch",
+    "partial",
+    "history",
+    "train_time_s",
+)
 
 
 def load_checkpoint(path: Path) -> dict | None:
@@ -217,22 +228,18 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        rng = state.get("rng")
-        if rng:
-            set_rng_state(rng[where.rank % len(rng)], device)
-        elif "torch_rng" in state:
-            torch.set_rng_state(state["torch_rng"])
+        scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]  # one entry per rank of the run that wrote the checkpoint, as is `partial`
+        set_rng_state(rng[where.rank % len(rng)], device)
         start_epoch, skip_steps = state["epoch"], state["step_in_epoch"]
         result.history, result.train_time_s, partial = (
             state["history"],
             state["train_time_s"],
-            state.get("partial"),
+            state["partial"],
         )
+        if partial is not None:
+            partial = partial[where.rank % len(partial)]
     del state
-    if isinstance(partial, list):  # one entry per rank of the run that wrote the checkpoint
-        partial = partial[where.rank % len(partial)]
     aux_losses = getattr(model, "aux_losses", None)
     total_steps = cfg.epochs * len(loader)
     bar = tqdm(total=total_steps, initial=start_epoch * len(loader) + skip_steps, desc=desc,
@@ -254,13 +261,14 @@ def train(
     for epoch in range(start_epoch, cfg.epochs):
         loader.set_epoch(epoch)
         net.train()
-        t0 = time.perf_counter()
-        loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+        t0, timed_images = time.perf_counter(), 0
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+        seen = torch.zeros((), dtype=torch.long, device=device)  # images, or labelled pixels
         aux_sums: dict[str, Tensor] = {}
         if partial is not None and skip_steps:  # the part of this epoch that ran before the interruption
             loss_sum += partial["loss_sum"]
             correct += partial["correct"]
-            seen = partial["seen"]
+            seen += partial["seen"]
             aux_sums = {k: v.to(device) for k, v in partial["aux_sums"].items()}
         partial = None
         first = 0
@@ -288,34 +296,34 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            loss_sum += loss.detach() * len(y)
-            correct += _correct(logits.detach(), y)
-            seen += _count(y)
+            step_correct, counted = _correct_and_counted(logits.detach(), y)
+            loss_sum += loss.detach() * counted  # the loss is a mean over the counted images or pixels
+            correct += step_correct
+            seen += counted
+            timed_images += len(y)
             if (i + 1) % LOG_EVERY == 0 or i + 1 == len(loader):
-                totals = all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
-                                                     torch.tensor(float(seen), device=device)]))  # fmt: skip
+                totals = all_reduce_sum(torch.stack([loss_sum.float(), correct.float(), seen.float()]))
                 mean_loss = totals[0].item() / totals[2].item()  # the only device read-back, every LOG_EVERY
                 if not math.isfinite(mean_loss):
                     bar.close()
                     result.status = "failed"
                     result.failure_reason = f"non-finite training loss at epoch {epoch + 1}, step {i + 1}"
                     return result
-                rate = seen / (time.perf_counter() - t0)
+                rate = timed_images / (time.perf_counter() - t0)
                 bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{mean_loss:.3f}",
                                 acc=f"{100 * totals[1].item() / totals[2].item():.1f}", img_s=f"{rate:.0f}")  # fmt: skip
                 bar.update(LOG_EVERY if (i + 1) % LOG_EVERY == 0 else (i + 1) % LOG_EVERY)
             every = cfg.checkpoint_every_steps
             if every and (step + 1) % every == 0 and i + 1 < len(loader):
                 result.train_time_s += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                save(epoch, i + 1, {"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen,
+                t0, timed_images = time.perf_counter(), 0
+                save(epoch, i + 1, {"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen.cpu(),
                                     "aux_sums": {k: v.cpu() for k, v in aux_sums.items()}})  # fmt: skip
         skip_steps = 0
         result.train_time_s += time.perf_counter() - t0
         n_steps = len(loader)
         names = sorted(aux_sums)
-        totals = all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
-                                             torch.tensor(float(seen), device=device),
+        totals = all_reduce_sum(torch.stack([loss_sum.float(), correct.float(), seen.float(),
                                              *[torch.as_tensor(aux_sums[k], device=device).float() for k in names]]))  # fmt: skip
         totals = totals.tolist()
         result.history.append(
@@ -338,14 +346,14 @@ def _save_checkpoint(state: dict, path: Path) -> None:  # a seam: the tests inte
     _save_atomic(state, path)
 
 
-def _correct(logits: Tensor, y: Tensor) -> Tensor:
-    """Correct predictions: per image (classification) or per labelled pixel (segmentation)."""
+def _correct_and_counted(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor | int]:
+    """Correct predictions and how many were counted: images (classification) or labelled pixels
+    (segmentation, a device tensor: no read-back in the training loop)."""
     hits = logits.argmax(1) == y
-    return hits[y != IGNORE_INDEX].sum() if y.dim() > 1 else hits.sum()
-
-
-def _count(y: Tensor) -> int:
-    return int((y != IGNORE_INDEX).sum()) if y.dim() > 1 else len(y)
+    if y.dim() == 1:
+        return hits.sum(), len(y)
+    labelled = y != IGNORE_INDEX
+    return (hits & labelled).sum(), labelled.sum()  # a mask, not indexing: no sync on a GPU
 
 
 @torch.inference_mode()
@@ -360,13 +368,12 @@ def evaluate(
     where = world()
     if not isinstance(data, ImageDataset):
         loader = data.eval_loader(batch_size, device, where.rank, where.world_size)
-        k = min(5, data.num_classes)
     else:
         mean, std = data.mean_std
         shard = slice(where.rank, None, where.world_size)
         loader = DeviceLoader(data.test_images[shard], data.test_labels[shard], batch_size, mean, std,
                               device=device)  # fmt: skip
-        k = min(5, data.num_classes)
+    k = min(5, data.num_classes)
     model.to(device).eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # top-1, top-5, loss, images
     for x, y in loader:
