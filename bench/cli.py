@@ -10,6 +10,7 @@ from pathlib import Path
 from bench import plugins, registry
 from bench.config import PlanError, SuiteError, list_suites, load_suite
 from bench.data import DATASETS, DatasetNotFoundError
+from bench.env import require_device
 from bench.measure.latency import MALLOC_ENV, malloc_tuned
 from bench.results import ResultStore, StoreError
 from bench.schema import METRIC_LABELS
@@ -39,11 +40,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         print(summary_line(record), flush=True)
         write_leaderboard(store, leaderboard_dir, suite.name)
 
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    require_device(args.device)
     try:
         records = run_suite(
             suite, models=args.models, seeds=args.seeds, epochs=args.epochs, data_root=args.data_root,
@@ -52,9 +49,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         )  # fmt: skip
     except PlanError as e:  # a model that cannot take the data: say which plugin it came from
         raise PlanError(plugins.name_plugins(str(e))) from None
-    from bench.distributed import world
+    from bench.distributed import shutdown, world
 
-    if not world().is_main:  # under torchrun, rank 0 stores, writes and reports
+    is_main = world().is_main
+    shutdown()  # every rank has finished its runs: leave the process group torchrun set up
+    if not is_main:  # under torchrun, rank 0 stores, writes and reports
         return
     print(f"{len(records)} run(s) stored in {store.path(suite.name)}")
     print(f"leaderboard: {leaderboard_dir / (suite.name + '.md')}")
@@ -105,11 +104,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from bench.leaderboard import write_leaderboard
     from bench.verify import verify
 
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    require_device(args.device)
     store = ResultStore(args.out)
     store.paper_files()  # a broken paper file fails here, not after the re-run is stored
     outcome = verify(

@@ -27,7 +27,6 @@ from bench.data.loader import DeviceLoader
 class World:
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -37,7 +36,7 @@ class World:
 def world() -> World:
     """This process's place in the process group (rank 0 of 1 when there is none)."""
     if dist.is_available() and dist.is_initialized():
-        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return World(dist.get_rank(), dist.get_world_size())
     return World()
 
 

@@ -36,6 +36,12 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def require_device(device: str) -> None:
+    """A CUDA run asked for where torch sees no GPU fails before any work, naming the fix."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+
+
 def environment(device: str = "cpu") -> dict:
     dev = torch.device(device)
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE)

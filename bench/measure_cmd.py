@@ -19,6 +19,7 @@ from tabulate import tabulate
 from bench import registry
 from bench.config import MeasureConfig, PlanError, TrainConfig
 from bench.data import ImageDataset, load_dataset
+from bench.env import require_device
 from bench.measure.report import counters_disagree, measure_model
 from bench.plugins import name_plugins
 from bench.runner import RunSpec, check_builds
@@ -65,8 +66,7 @@ def load_checkpoint(model: torch.nn.Module, path: str, name: str) -> None:
 def measure(models: list[str], data: ImageDataset, *, batch_sizes: tuple[int, ...] = (1, 64), device: str = "cpu",
             min_run_time_s: float = 1.0, warmup: int = 3, checkpoint: str | None = None) -> list[Measured]:  # fmt: skip
     """Measure each model on `data` (use `eval_batch` to pick the evaluation images)."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    require_device(device)
     if checkpoint and len(models) != 1:
         raise ValueError("--checkpoint loads the weights of one model; name one model with it")
     if not batch_sizes or min(batch_sizes) < 1:
