@@ -490,7 +490,7 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
         raise ValueError(f"no records of suite {suite!r} in {store.runs} and no built-in suite of that name; "
                          f"built-in suites: {', '.join(list_suites())}")  # fmt: skip
     references = store.paper_references()
-    version = max((r.store_version or 0 for r in records), default=0)
+    version = max((r.store_version for r in records), default=0)
     suites = sorted(stored_suites | set(list_suites()))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

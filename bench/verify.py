@@ -23,7 +23,7 @@ from bench.config import SuiteError, TrainConfig, _build, config_hash, load_suit
 from bench.data import load_dataset
 from bench.results import ResultStore
 from bench.runner import RunSpec, default_submitter, run_one
-from bench.schema import METRIC_LABELS, SCHEMA_VERSION, Record, Verification
+from bench.schema import METRIC_LABELS, Record, Verification
 
 DEFAULT_TOLERANCE = 1.0  # percentage points of the headline metric
 
@@ -93,12 +93,14 @@ def verify(record_id: str, store: ResultStore, *, tolerance: float = DEFAULT_TOL
     if record.status not in ("submitted", "measured"):
         raise VerifyError(f"record {record.record_id} has status {record.status!r}; only submitted or measured "
                           "records can be verified")  # fmt: skip
-    done = [
-        r for r in store.read(record.suite) if r.verification and r.verification.record_id == record.record_id
-    ]
-    if done:
-        raise VerifyError(f"record {record.record_id} is already verified by {done[0].record_id} "
-                          f"(store version {done[0].store_version})")  # fmt: skip
+
+    def not_verified_yet(stored: list[Record]) -> None:
+        done = [r for r in stored if r.verification and r.verification.record_id == record.record_id]
+        if done:
+            raise VerifyError(f"record {record.record_id} is already verified by {done[0].record_id} "
+                              f"(store version {done[0].store_version})")  # fmt: skip
+
+    not_verified_yet(store.read(record.suite))  # before the re-run, and again under the store's lock
     spec = rebuild_spec(record, suite_path)
     data = load_dataset(record.dataset, data_root)
     if data.eval_digest != record.data.eval_digest:
@@ -115,10 +117,7 @@ def verify(record_id: str, store: ResultStore, *, tolerance: float = DEFAULT_TOL
     check = Verification(record_id=record.record_id, metric=record.metrics.quality_metric,
                          submitted=record.metrics.quality, measured=rerun.metrics.quality,
                          tolerance=tolerance)  # fmt: skip
-    verified = rerun.model_copy(
-        update={"status": "verified", "verification": check, "schema_version": SCHEMA_VERSION}
-    )
-    verified = Record.model_validate(verified.model_dump())
-    version = store.append([verified])
+    verified = rerun.model_copy(update={"status": "verified", "verification": check})  # validated by append
+    version = store.append([verified], check=not_verified_yet)
     (stored,) = [r for r in store.read(record.suite, at=version) if r.store_version == version]
     return Outcome(record, stored, True, delta, tolerance, version)
