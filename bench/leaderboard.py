@@ -24,11 +24,11 @@ from statistics import mean, stdev
 
 import pandas as pd
 
-from bench.config import SuiteError, list_suites, load_suite
+from bench.config import Suite, SuiteError, list_suites, load_suite
 from bench.data import DATASET_TASKS
 from bench.gate_figures import plot_gate_stats
 from bench.plots import Point, plot_accuracy_macs
-from bench.results import ResultStore
+from bench.results import ResultStore, digest_of
 from bench.schema import METRIC_LABELS, TASK_METRICS, PaperReference, Record
 
 NOT_RUN = "not yet run"
@@ -109,7 +109,7 @@ class Group:
     config_hash: str
     origin: str  # "measured" or the submitter's name
     records: list[Record] = field(default_factory=list)
-    verified_by: dict[str, Record] = field(default_factory=dict)  # verified record id -> its verifier
+    verified: set[str] = field(default_factory=set)  # ids of the records that a verification re-ran
 
     def values(self, metric: str) -> list[float]:
         return [getattr(r.metrics, metric) for r in self.records]
@@ -171,7 +171,7 @@ def _paper_cells(
 
 def _status(group: Group) -> str:
     badges = [_badge("measured" if group.origin == "measured" else "submitted")]
-    verified = sum(r.record_id in group.verified_by for r in group.records)
+    verified = len(group.verified)
     if verified:
         badges.append(
             _badge("verified")
@@ -208,22 +208,36 @@ def _not_run_row(model: str, model_args: dict, refs: References, dataset: str) -
     return row | _paper_cells(refs.matching(dataset, cols.metric, model, model_args, None), None, cols)
 
 
-def group_records(records: list[Record], dataset: str) -> list[Group]:
-    """The rows of one dataset, verified records attached to the rows of the records they verified.
+def _origin(record: Record) -> str:
+    return "measured" if record.status == "measured" else record.submitter
 
-    A seed run again with the same configuration counts once, with its newest record (a re-run is not
-    another seed); the older records stay in the store."""
-    newest: dict[tuple[str, str, str, int], Record] = {}
+
+def counted(records: list[Record]) -> list[Record]:
+    """The records the tables count: a seed run again with the same configuration counts once, with its
+    newest record (a re-run is not another seed); the older records stay in the store."""
+    newest: dict[tuple[str, str, str, str, int], Record] = {}
     for r in records:  # the store's order: by store version
-        if r.dataset == dataset and r.status in ROWS:
-            origin = "measured" if r.status == "measured" else r.submitter
-            newest[(r.model, r.config_hash, origin, r.seed)] = r
+        if r.status in ROWS:
+            newest[(r.dataset, r.model, r.config_hash, _origin(r), r.seed)] = r
+    return [newest[k] for k in sorted(newest)]
+
+
+def _verifiers(records: list[Record]) -> dict[str, Record]:
+    """Verified record id -> the record that verified it."""
+    return {r.verification.record_id: r for r in records if r.status == "verified" and r.verification}
+
+
+def group_records(records: list[Record], dataset: str) -> list[Group]:
+    """The rows of one dataset (its counted records), verified records attached to the rows of the
+    records they verified."""
     groups: dict[tuple[str, str, str], Group] = {}
-    for (*key, _), r in sorted(newest.items()):
-        groups.setdefault(tuple(key), Group(*key)).records.append(r)
-    verifier = {r.verification.record_id: r for r in records if r.status == "verified" and r.verification}
+    for r in counted([r for r in records if r.dataset == dataset]):
+        groups.setdefault(
+            (r.model, r.config_hash, _origin(r)), Group(r.model, r.config_hash, _origin(r))
+        ).records.append(r)
+    verified = _verifiers(records).keys()
     for g in groups.values():
-        g.verified_by = {r.record_id: verifier[r.record_id] for r in g.records if r.record_id in verifier}
+        g.verified = {r.record_id for r in g.records} & verified
     return [groups[k] for k in sorted(groups)]
 
 
@@ -271,11 +285,12 @@ def plot_name(suite: str, dataset: str) -> str:
     return f"{suite}-{dataset}.png"
 
 
-def suite_markdown(suite: str, records: list[Record], version: int, digest: str,
-                   declared: tuple[list[str], dict[str, dict], list[str]] | None,
+def suite_markdown(suite: str, records: list[Record], version: int, digest: str, declared: Suite | None,
                    refs: References) -> tuple[str, list[DatasetTable]]:  # fmt: skip
     """The page of one suite and its tables (whose points the figures are drawn from)."""
-    models, model_args, datasets = declared or ([], {}, [])
+    models, model_args, datasets = (
+        (declared.models, declared.model_args, declared.datasets) if declared else ([], {}, [])
+    )
     lines = [
         f"# Leaderboard: `{suite}`",
         "",
@@ -322,12 +337,12 @@ def suite_markdown(suite: str, records: list[Record], version: int, digest: str,
 
 
 def _notes(records: list[Record]) -> list[str]:
-    runs = [r for r in records if r.status in ROWS]
+    runs = counted(records)
     lines = []
     submitted = sorted(
         (r for r in records if r.status == "submitted"), key=lambda r: (r.store_version, r.record_id)
     )
-    verifier = {r.verification.record_id: r for r in records if r.status == "verified" and r.verification}
+    verifier = _verifiers(records)
     if submitted:
         lines += ["", "## Submissions", ""]
         for r in submitted:
@@ -376,7 +391,7 @@ def _notes(records: list[Record]) -> list[str]:
     return lines
 
 
-def index_markdown(suites: list[str], records: list[Record], version: int, digest: str) -> str:
+def index_markdown(suites: dict[str, Suite | None], records: list[Record], version: int, digest: str) -> str:
     lines = [
         "# ChannelBench leaderboard",
         "",
@@ -390,14 +405,12 @@ def index_markdown(suites: list[str], records: list[Record], version: int, diges
     ]
     for suite in suites:
         recs = [r for r in records if r.suite == suite]
-        declared = _declared(suite)
-        datasets = sorted(set(declared[2] if declared else []) | {r.dataset for r in recs})
-        suite_version = (
-            load_suite(suite).version if declared else max((r.suite_version for r in recs), default=NONE)
-        )
+        declared = suites[suite]
+        datasets = sorted(set(declared.datasets if declared else []) | {r.dataset for r in recs})
+        suite_version = declared.version if declared else max((r.suite_version for r in recs), default=NONE)
         status = Counter(r.status for r in recs)
         run = len({r.model for r in recs if r.status == "measured"})
-        of = f" of {len(declared[0])}" if declared else ""
+        of = f" of {len(declared.models)}" if declared else ""
         lines.append(f"| [{suite}]({suite}.md) | {suite_version} | {', '.join(datasets)} | {run}{of} | {len(recs)} "
                      f"| {status['submitted']} | {status['verified']} "
                      f"| {max((r.created_at for r in recs), default=NONE)} |")  # fmt: skip
@@ -422,9 +435,10 @@ def index_markdown(suites: list[str], records: list[Record], version: int, diges
     return "\n".join(lines) + "\n"
 
 
-def paper_markdown(store: ResultStore) -> str:
-    confirmed = store.paper_references(confirmed_only=True)
-    unconfirmed = len(store.paper_references(confirmed_only=False)) - len(confirmed)
+def paper_markdown(references: list[tuple[str, PaperReference]]) -> str:
+    """The page of every confirmed paper-reported number; `references` are all of them."""
+    confirmed = [(paper, ref) for paper, ref in references if ref.status == "confirmed"]
+    unconfirmed = len(references) - len(confirmed)
     lines = [
         "# Paper-reported numbers",
         "",
@@ -466,39 +480,41 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _declared(suite: str) -> tuple[list[str], dict[str, dict], list[str]] | None:
-    """(models, model_args, datasets) of a built-in suite; None for a suite that is not built in."""
+def _declared(suite: str) -> Suite | None:
+    """The built-in suite of that name; None for a suite that is not built in."""
     if suite not in list_suites():
         return None
     try:
-        s = load_suite(suite)
+        return load_suite(suite)
     except SuiteError:
         return None
-    return list(s.models), dict(s.model_args), list(s.datasets)
 
 
 def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", suite: str | None = None,
                       at: int | None = None) -> list[Path]:  # fmt: skip
     """Regenerate `<out_dir>/<suite>.md` and its figures (every suite by default), the index `README.md`
     and `paper.md`; returns the paths written."""
-    current = store.version()
+    lines = store.lines()  # the store is read and validated once
+    current = max((line.record.store_version for line in lines), default=0)
     if at is not None and not 0 <= at <= current:
         raise ValueError(f"--at {at}: the store has versions 1 to {current}; pick one of them")
-    records = store.read(at=at)
+    lines = [line for line in lines if at is None or line.record.store_version <= at]
+    records = [line.record for line in lines]
     stored_suites = {r.suite for r in records}
     if suite is not None and suite not in stored_suites and suite not in list_suites():
         raise ValueError(f"no records of suite {suite!r} in {store.runs} and no built-in suite of that name; "
                          f"built-in suites: {', '.join(list_suites())}")  # fmt: skip
-    references = store.paper_references()
+    references = store.paper_references(confirmed_only=False)
+    confirmed = [pr for pr in references if pr[1].status == "confirmed"]
     version = max((r.store_version for r in records), default=0)
-    suites = sorted(stored_suites | set(list_suites()))
+    suites = {name: _declared(name) for name in sorted(stored_suites | set(list_suites()))}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in [suite] if suite else suites:
         recs = [r for r in records if r.suite == name]
-        text, tables = suite_markdown(name, recs, version, store.digest(name, at), _declared(name),
-                                      References(references))  # fmt: skip
+        digest = digest_of([line for line in lines if line.path == store.path(name)])
+        text, tables = suite_markdown(name, recs, version, digest, suites[name], References(confirmed))
         for table in tables:
             if table.points:
                 cols = columns_of(table.dataset)
@@ -508,13 +524,13 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
         path = out / f"{name}.md"
         _write_atomic(path, text)
         written.append(path)
-        for r in recs:
-            if r.gates and r.status in ROWS:
+        for r in counted(recs):
+            if r.gates:
                 written.append(
                     plot_gate_stats(r.gates, f"{r.model} · {r.dataset} · seed {r.seed}", out / gate_figure(r))
                 )
     paper = out / "paper.md"
-    _write_atomic(paper, paper_markdown(store))
+    _write_atomic(paper, paper_markdown(references))
     from bench.perf import perf_markdown  # the benchmarks of `bench perf`, stored under results/perf/
 
     perf = perf_markdown(store.root)
@@ -523,5 +539,5 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
         _write_atomic(out / "perf.md", "# ChannelBench performance\n\nGenerated from `results/perf/` by "
                       "`bench leaderboard`; re-measure with `bench perf train|gated|suite`.\n\n" + perf)  # fmt: skip
     index = out / "README.md"
-    _write_atomic(index, index_markdown(suites, records, version, store.digest(at=at)))
+    _write_atomic(index, index_markdown(suites, records, version, digest_of(lines)))
     return written + [paper, index]

@@ -110,10 +110,7 @@ class ResultStore:
 
     def digest(self, suite: str | None = None, at: int | None = None) -> str:
         """sha256 over the stored bytes of the records (of `suite`, up to version `at`), file by file."""
-        h = hashlib.sha256()
-        for line in self.lines(suite, at):
-            h.update(line.raw + b"\n")
-        return h.hexdigest()
+        return digest_of(self.lines(suite, at))
 
     def find(self, record_id: str) -> Record:
         """The record whose id is `record_id`, or starts with it (at least 6 characters)."""
@@ -201,6 +198,14 @@ class ResultStore:
             for ref in f.results
             if ref.status == "confirmed" or not confirmed_only
         ]
+
+
+def digest_of(lines: list[StoredLine]) -> str:
+    """sha256 over the stored bytes of `lines`, in their order."""
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.raw + b"\n")
+    return h.hexdigest()
 
 
 def _newest_version(records: list[Record]) -> int:
