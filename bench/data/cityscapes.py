@@ -15,6 +15,7 @@ resolution (1024x2048), single scale.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 from functools import cached_property
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Subset
 
-from bench.data.base import DatasetNotFoundError, ImageDataset, dataset_search_roots
+from bench.data.base import DatasetNotFoundError, dataset_search_roots
 from bench.data.imagenet import FolderDataset
 
 NUM_CLASSES = 19
@@ -92,6 +93,7 @@ class CityscapesData(FolderDataset):
     """Cityscapes fine: streamed batches of crops (training) and whole images (evaluation)."""
 
     crop_size: int = 713
+    measure_images = MEASURE_IMAGES
 
     def _folder(self, split: str):
         from torchvision.datasets import Cityscapes
@@ -128,14 +130,7 @@ class CityscapesData(FolderDataset):
                 h.update(f"{p.relative_to(self.root)}\t{p.stat().st_size}\n".encode())
         return h.hexdigest()
 
-    def configure(self, cfg) -> CityscapesData:
-        return dataclasses.replace(
-            self, crop_size=cfg.crop_size, num_workers=cfg.num_workers, _cache=self._cache
-        )
-
     def _split(self, split: str, train: bool, normalize: bool = True):
-        from torchvision.datasets import Cityscapes
-
         if normalize:
             joint = JointTransform(train, self.crop_size, *self.mean_std)
         else:  # uint8 whole images for the in-memory measurement slice
@@ -145,11 +140,9 @@ class CityscapesData(FolderDataset):
 
                 return pil_to_tensor(image.convert("RGB")), 0
 
-        data = Cityscapes(str(self.root), split=split, mode="fine", target_type="semantic", transforms=joint)
+        data = copy.copy(self._folder(split))  # the folder scanned once, with this use's transforms
+        data.transforms = joint
         return Subset(data, self._train_indices()) if split == "train" else data
-
-    def measurement_set(self, n: int = MEASURE_IMAGES) -> ImageDataset:
-        return super().measurement_set(n)
 
 
 def load_cityscapes(root: str | None = None) -> CityscapesData:

@@ -15,6 +15,7 @@ same images as one that was not stopped.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
@@ -113,6 +114,7 @@ class FolderDataset:
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     in_chans = 3
+    measure_images = MEASURE_IMAGES
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -154,12 +156,12 @@ class FolderDataset:
         return keep.sort().values.tolist()
 
     def subset(self, train_size: int | None) -> FolderDataset:
-        return dataclasses.replace(self, train_size=train_size, _cache=self._cache)
+        return dataclasses.replace(self, train_size=train_size)  # the copy shares the scanned folders
 
     def configure(self, cfg) -> FolderDataset:
         """Sizes and workers from the run's TrainConfig."""
         return dataclasses.replace(self, crop_size=cfg.crop_size, eval_resize_size=cfg.eval_resize_size,
-                                   num_workers=cfg.num_workers, _cache=self._cache)  # fmt: skip
+                                   num_workers=cfg.num_workers)  # fmt: skip
 
     def transform(self, train: bool, normalize: bool = True):
         from torchvision import transforms as T
@@ -174,9 +176,8 @@ class FolderDataset:
         return T.Compose([*ops, T.ToTensor(), T.Normalize(*self.mean_std)])
 
     def _split(self, split: str, train: bool, normalize: bool = True):
-        from torchvision import datasets
-
-        folder = datasets.ImageFolder(str(self.root / split), transform=self.transform(train, normalize))
+        folder = copy.copy(self._folder(split))  # the folder scanned once, with this use's transform
+        folder.transform = self.transform(train, normalize)
         return Subset(folder, self._train_indices()) if split == "train" else folder
 
     def train_loader(self, cfg, seed: int, device: str, rank: int, world_size: int) -> StreamLoader:
@@ -187,8 +188,10 @@ class FolderDataset:
         return StreamLoader(self._split("val", False), batch_size * world_size, 0, device, rank, world_size,
                             self.num_workers, shuffle=False, drop_last=False)  # fmt: skip
 
-    def measurement_set(self, n: int = MEASURE_IMAGES) -> ImageDataset:
-        """A fixed, in-memory slice of the evaluation split (uint8, centre-cropped) for gate statistics."""
+    def measurement_set(self, n: int | None = None) -> ImageDataset:
+        """A fixed, in-memory slice of the evaluation split (uint8, centre-cropped) for gate statistics;
+        `measure_images` of them unless `n` says otherwise."""
+        n = self.measure_images if n is None else n
         val = self._split("val", False, normalize=False)
         picks = torch.linspace(0, len(val) - 1, min(n, len(val))).round().long().unique().tolist()
         images, labels = zip(*(val[i] for i in picks), strict=True)
