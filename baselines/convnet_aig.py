@@ -240,9 +240,6 @@ class TargetRateMixin:
         rates = torch.stack([b.take_gate().mean() for b in self.gated_blocks()])
         return {"target_rate": self.lossfact * target_rate_loss(rates, self.target_rates.to(rates.dtype))}
 
-    def sparse_parameters(self) -> dict:
-        return {id(b): b.sparse_parameters() for b in self.gated_blocks()}
-
     @torch.inference_mode()
     def forward_sparse(self, x: Tensor) -> Tensor:
         """Inference, one sample at a time: closed blocks run only their shortcut (see `bench.sparse`)."""

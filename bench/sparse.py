@@ -97,21 +97,22 @@ def scatter_add(base: Tensor, idx: Tensor | None, values: Tensor) -> Tensor:
 
 
 def per_sample(model: nn.Module, x: Tensor, one) -> Tensor:
-    """Run `one(x_i)` (a batch-1 sparse forward) for every sample and stack the outputs."""
+    """Run `one(x_i, folded)` (a batch-1 sparse forward of the eval-mode `model`, with its folded
+    parameters) for every sample and stack the outputs."""
+    check_inference(model)
+    folded = cache_of(model)
     if x.shape[0] == 1:
-        return one(x)
-    return torch.cat([one(x[i : i + 1]) for i in range(x.shape[0])])
+        return one(x, folded)
+    return torch.cat([one(x[i : i + 1], folded) for i in range(x.shape[0])])
 
 
 def forward_blocks(model: nn.Module, x: Tensor) -> Tensor:
     """Sparse inference of a ResNet whose gated blocks decide for themselves (ConvNet-AIG, Batch-Shaping),
     one sample at a time: the stem, each block's `forward_sparse` with its folded parameters, pooling
     and the classifier."""
-    check_inference(model)
-    folded = cache_of(model)
     stages = [m for n, m in model.named_children() if n.startswith("layer")]
 
-    def one(x: Tensor) -> Tensor:
+    def one(x: Tensor, folded: dict) -> Tensor:
         x = model.relu(model.bn1(model.conv1(x)))
         if hasattr(model, "maxpool"):  # the ImageNet stem
             x = model.maxpool(x)
@@ -124,8 +125,9 @@ def forward_blocks(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def prepare(model: nn.Module) -> dict:
-    """Fold and cache the parameters of `model`'s sparse path (`model.sparse_parameters()`)."""
-    cache = model.sparse_parameters()
+    """Fold and cache the parameters of `model`'s sparse path: each block's `sparse_parameters()`, by
+    the block's id."""
+    cache = {id(m): m.sparse_parameters() for m in model.modules() if hasattr(m, "sparse_parameters")}
     model.sparse_cache = cache
     return cache
 

@@ -351,12 +351,6 @@ class _BatchShapingMixin:
             if hasattr(module, "gating") and isinstance(module.gating, bool):
                 module.gating = enabled
 
-    def gated_blocks(self) -> list[nn.Module]:
-        return [m for m in self.modules() if isinstance(getattr(m, "gate", None), ChannelGate)]
-
-    def sparse_parameters(self) -> dict:
-        return {id(b): b.sparse_parameters() for b in self.gated_blocks()}
-
     @torch.inference_mode()
     def forward_sparse(self, x: Tensor) -> Tensor:
         """Inference, one sample at a time: only open channels are computed (see `bench.sparse`)."""

@@ -214,7 +214,7 @@ class GatedBasicBlock(BasicBlock):
         return self.relu(out + identity)
 
     def sparse_parameters(self) -> dict:
-        return {"conv1": sparse.fold(self.conv1, self.bn1), "conv2": sparse.fold(self.conv2, self.bn2)}
+        return sparse.fold_block(self, 2)
 
     def forward_sparse(self, x: Tensor, gates: Tensor, folded: dict) -> Tensor:
         i = _active(self, gates)
@@ -279,9 +279,7 @@ class GatedBottleneck(TvBottleneck):
         return self.relu(out + identity)
 
     def sparse_parameters(self) -> dict:
-        return {
-            f"conv{k}": sparse.fold(getattr(self, f"conv{k}"), getattr(self, f"bn{k}")) for k in (1, 2, 3)
-        }
+        return sparse.fold_block(self, 3)
 
     def forward_sparse(self, x: Tensor, gates: Tensor, folded: dict) -> Tensor:
         i = _active(self, gates)
@@ -354,16 +352,11 @@ class _GaterNetMixin:
         self._train_gates = gates if self.training else None
         return list(gates.split([getattr(self, s).num_gates for s in self.stages], dim=1))
 
-    def sparse_parameters(self) -> dict:
-        return {id(b): b.sparse_parameters() for s in self.stages for b in getattr(self, s)}
-
     @torch.inference_mode()
     def forward_sparse(self, x: Tensor) -> Tensor:
         """Inference, one sample at a time: only open filters are computed (see `bench.sparse`)."""
-        sparse.check_inference(self)
-        folded = sparse.cache_of(self)
 
-        def one(x: Tensor) -> Tensor:
+        def one(x: Tensor, folded: dict) -> Tensor:
             gates = self._gates(x)
             x = self._sparse_stem(x)
             for name, stage_gates in zip(self.stages, gates, strict=True):
