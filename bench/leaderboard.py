@@ -16,7 +16,6 @@ numbers and suite declarations come from the files in the working tree, not from
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from bench.config import Suite, SuiteError, list_suites, load_suite
 from bench.data import DATASET_TASKS
 from bench.gate_figures import plot_gate_stats
 from bench.plots import Point, plot_accuracy_macs
-from bench.results import ResultStore, digest_of
+from bench.results import ResultStore, digest_of, write_text_atomic
 from bench.schema import METRIC_LABELS, TASK_METRICS, PaperReference, Record
 
 NOT_RUN = "not yet run"
@@ -474,12 +473,6 @@ def gate_figure(record: Record) -> str:
     return f"gates/{record.suite}/{record.model}-{record.dataset}-s{record.seed}-{record.config_hash[:8]}.png"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _declared(suite: str) -> Suite | None:
     """The built-in suite of that name; None for a suite that is not built in."""
     if suite not in list_suites():
@@ -522,7 +515,7 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
                 written.append(plot_accuracy_macs(table.points, title, out / plot_name(name, table.dataset),
                                                   cols.axis))  # fmt: skip
         path = out / f"{name}.md"
-        _write_atomic(path, text)
+        write_text_atomic(path, text)
         written.append(path)
         for r in counted(recs):
             if r.gates:
@@ -530,14 +523,14 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
                     plot_gate_stats(r.gates, f"{r.model} · {r.dataset} · seed {r.seed}", out / gate_figure(r))
                 )
     paper = out / "paper.md"
-    _write_atomic(paper, paper_markdown(references))
+    write_text_atomic(paper, paper_markdown(references))
     from bench.perf import perf_markdown  # the benchmarks of `bench perf`, stored under results/perf/
 
     perf = perf_markdown(store.root)
     if perf:
         written.append(out / "perf.md")
-        _write_atomic(out / "perf.md", "# ChannelBench performance\n\nGenerated from `results/perf/` by "
+        write_text_atomic(out / "perf.md", "# ChannelBench performance\n\nGenerated from `results/perf/` by "
                       "`bench leaderboard`; re-measure with `bench perf train|gated|suite`.\n\n" + perf)  # fmt: skip
     index = out / "README.md"
-    _write_atomic(index, index_markdown(suites, records, version, digest_of(lines)))
+    write_text_atomic(index, index_markdown(suites, records, version, digest_of(lines)))
     return written + [paper, index]

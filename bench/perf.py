@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from bench import registry
 from bench.env import environment
 from bench.measure.latency import malloc_tuned, measure_latency
+from bench.results import write_text_atomic
 
 PERF_DIR = Path("results") / "perf"
 
@@ -66,9 +67,7 @@ def write_result(result: dict, out_dir: str | Path, kind: str, name: str) -> Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{kind}-{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(result, indent=2, default=str) + "\n")
     return path
 
 

@@ -200,6 +200,13 @@ class ResultStore:
         ]
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """A generated file (leaderboard page, benchmark result) replaced whole or not at all."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def digest_of(lines: list[StoredLine]) -> str:
     """sha256 over the stored bytes of `lines`, in their order."""
     h = hashlib.sha256()
