@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
-
-from bench.data.loader import DeviceLoader
 
 
 @dataclass(frozen=True)
@@ -131,48 +128,3 @@ def set_rng_state(state: dict, device: str) -> None:
 
 def _as_tuples(value):
     return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
-
-
-class ShardedLoader(DeviceLoader):
-    """`DeviceLoader` for one rank: the same global batches as one process, this rank's slice of each.
-
-    The permutation and the augmentation draws (crop offsets, flips) are made for the whole global
-    batch from the (seed, epoch) generator, in the order `DeviceLoader` makes them, then sliced, so the
-    union over ranks of one step's images is exactly the one-process batch.
-    """
-
-    def __init__(self, *args, rank: int = 0, world_size: int = 1, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.share = batch_per_rank(self.batch_size, world_size)
-        self.rank, self.world_size = rank, world_size
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        generator = torch.Generator(self.device).manual_seed(self.seed * 100_003 + self.epoch)
-        n, share = len(self.labels), self.share
-        order = torch.randperm(n, generator=generator, device=self.device) if self.shuffle else None
-        for i in range(len(self)):
-            index = torch.arange(i * self.batch_size, min(n, (i + 1) * self.batch_size), device=self.device)
-            if order is not None:
-                index = order[index]
-            size = len(index)
-            mine = slice(self.rank * share, min(size, (self.rank + 1) * share))
-            x = self.images[index[mine]]
-            if self.crop_padding:
-                p = self.crop_padding
-                dy = torch.randint(0, 2 * p + 1, (size,), generator=generator, device=self.device)[mine]
-                dx = torch.randint(0, 2 * p + 1, (size,), generator=generator, device=self.device)[mine]
-                x = _crop_at(x, p, dy, dx)
-            if self.flip:
-                flip = (torch.rand(size, generator=generator, device=self.device) < 0.5)[mine]
-                x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            yield x.float() * self.scale + self.shift, self.labels[index[mine]]
-
-
-def _crop_at(images: Tensor, padding: int, dy: Tensor, dx: Tensor) -> Tensor:
-    n, c, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (padding,) * 4)
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
-    batch = torch.arange(n, device=images.device)[:, None, None, None]
-    chans = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]

@@ -28,7 +28,6 @@ from bench.config import TrainConfig
 from bench.data import DeviceLoader, ImageDataset
 from bench.data.cityscapes import IGNORE_INDEX
 from bench.distributed import (
-    ShardedLoader,
     World,
     all_gather_objects,
     all_reduce_sum,
@@ -160,12 +159,9 @@ def make_train_loader(data, cfg: TrainConfig, seed: int, device: str, where: Wor
     if not isinstance(data, ImageDataset):  # big datasets stream from disk through worker processes
         return data.train_loader(cfg, seed, device, where.rank, where.world_size)
     mean, std = data.mean_std
-    kwargs = dict(device=device, shuffle=True, crop_padding=cfg.crop_padding, flip=cfg.flip, drop_last=True,
-                  seed=seed)  # fmt: skip
-    if where.world_size == 1:
-        return DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, mean, std, **kwargs)
-    return ShardedLoader(data.train_images, data.train_labels, cfg.batch_size, mean, std, **kwargs,
-                         rank=where.rank, world_size=where.world_size)  # fmt: skip
+    return DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, mean, std, device=device,
+                        shuffle=True, crop_padding=cfg.crop_padding, flip=cfg.flip, drop_last=True, seed=seed,
+                        rank=where.rank, world_size=where.world_size)  # fmt: skip
 
 
 def train(

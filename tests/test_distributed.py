@@ -12,7 +12,7 @@ from torch import nn
 
 from bench.config import TrainConfig
 from bench.data import DeviceLoader
-from bench.distributed import ShardedLoader, world
+from bench.distributed import world
 from bench.train import evaluate, seed_everything, train
 from tests.test_checkpoint import tiny_data
 
@@ -122,7 +122,7 @@ def test_each_rank_takes_its_slice_of_the_one_process_global_batch():
     args = (data.train_images, data.train_labels, 8, (0.5,), (0.25,))
     kwargs = dict(shuffle=True, crop_padding=1, flip=True, drop_last=True, seed=3)
     whole = DeviceLoader(*args, **kwargs)
-    shards = [ShardedLoader(*args, **kwargs, rank=r, world_size=2) for r in (0, 1)]
+    shards = [DeviceLoader(*args, **kwargs, rank=r, world_size=2) for r in (0, 1)]
     for loader in (whole, *shards):
         loader.set_epoch(2)
     for (x, y), (x0, y0), (x1, y1) in zip(whole, *shards, strict=True):
@@ -132,7 +132,7 @@ def test_each_rank_takes_its_slice_of_the_one_process_global_batch():
 def test_a_batch_that_does_not_split_is_refused():
     data = tiny_data()
     with pytest.raises(ValueError, match="does not split"):
-        ShardedLoader(data.train_images, data.train_labels, 7, (0.5,), (0.25,), rank=0, world_size=2)
+        DeviceLoader(data.train_images, data.train_labels, 7, (0.5,), (0.25,), rank=0, world_size=2)
     assert world().world_size == 1 and dataclasses.asdict(CFG)["batch_size"] == 8
 
 

@@ -5,6 +5,10 @@ image in Python worker processes is what usually starves the model (the approach
 augmentation matches torchvision's `RandomCrop(size, padding=p)` + `RandomHorizontalFlip()`: zero
 padding, a crop offset uniform over the 2p + 1 positions per axis, a flip with probability 0.5.
 Data order comes from a generator seeded by (seed, epoch), so an interrupted run resumes in order.
+
+Under torchrun each rank takes its slice of every global batch: the permutation and the augmentation
+draws (crop offsets, flips) are made for the whole global batch, in the same order as in one process,
+then sliced, so the union over ranks of one step's images is exactly the one-process batch.
 """
 
 from __future__ import annotations
@@ -15,13 +19,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bench.distributed import batch_per_rank
+
+
+def crop_offsets(n: int, padding: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Per-image crop offsets (rows, columns), uniform over the 2 * padding + 1 positions."""
+    return tuple(
+        torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=generator.device) for _ in "yx"
+    )
+
+
+def flips(n: int, generator: torch.Generator) -> Tensor:
+    """Which images to flip, each with probability 0.5."""
+    return torch.rand(n, generator=generator, device=generator.device) < 0.5
+
 
 def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
     """Zero-pad by `padding` and crop back to the original size at a per-image random offset."""
+    return crop_at(images, padding, *crop_offsets(images.shape[0], padding, generator))
+
+
+def crop_at(images: Tensor, padding: int, dy: Tensor, dx: Tensor) -> Tensor:
+    """Zero-pad by `padding` and crop back to the original size at offsets (dy, dx) per image."""
     n, c, h, w = images.shape
     padded = F.pad(images, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=generator.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=generator.device)
     rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
     batch = torch.arange(n, device=images.device)[:, None, None, None]
@@ -30,12 +51,16 @@ def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Ten
 
 
 def random_flip(images: Tensor, generator: torch.Generator) -> Tensor:
-    flip = torch.rand(images.shape[0], generator=generator, device=generator.device) < 0.5
+    return flip_where(images, flips(images.shape[0], generator))
+
+
+def flip_where(images: Tensor, flip: Tensor) -> Tensor:
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
 class DeviceLoader:
-    """Batches of normalised float images and labels from uint8 tensors already on `device`."""
+    """Batches of normalised float images and labels from uint8 tensors already on `device`; with
+    `world_size` > 1, rank `rank`'s slice of each (global) batch of `batch_size`."""
 
     def __init__(
         self,
@@ -51,6 +76,8 @@ class DeviceLoader:
         flip: bool = False,
         drop_last: bool = False,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         self.device = torch.device(device)
         self.images = images.to(self.device)
@@ -59,6 +86,8 @@ class DeviceLoader:
         self.shuffle, self.crop_padding, self.flip, self.drop_last = shuffle, crop_padding, flip, drop_last
         self.seed = seed
         self.epoch = 0
+        self.share = batch_per_rank(batch_size, world_size)  # this rank's images of each batch
+        self.rank = rank
         shape = (1, -1, 1, 1)
         self.scale = (1 / (255 * torch.tensor(std, device=self.device))).view(shape)
         self.shift = (-torch.tensor(mean, device=self.device) / torch.tensor(std, device=self.device)).view(
@@ -77,12 +106,15 @@ class DeviceLoader:
         n = len(self.labels)
         order = torch.randperm(n, generator=generator, device=self.device) if self.shuffle else None
         for i in range(len(self)):
-            index = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
+            start, stop = i * self.batch_size, min(n, (i + 1) * self.batch_size)
+            mine = slice(self.rank * self.share, min(stop - start, (self.rank + 1) * self.share))
+            index = slice(start + mine.start, start + mine.stop)
             if order is not None:
                 index = order[index]
             x = self.images[index]
-            if self.crop_padding:
-                x = random_crop(x, self.crop_padding, generator)
+            if self.crop_padding:  # drawn for the whole batch, as in one process, then sliced
+                dy, dx = crop_offsets(stop - start, self.crop_padding, generator)
+                x = crop_at(x, self.crop_padding, dy[mine], dx[mine])
             if self.flip:
-                x = random_flip(x, generator)
+                x = flip_where(x, flips(stop - start, generator)[mine])
             yield x.float() * self.scale + self.shift, self.labels[index]
