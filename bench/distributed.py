@@ -1,10 +1,11 @@
-"""Distributed training through torchrun: process group, rank-0 writes, sharded in-memory batches.
+"""Distributed training through torchrun: process group, batch split, rank-0 writes, reductions.
 
 `torchrun --nproc_per_node=N -m bench run ...` starts N processes with RANK / WORLD_SIZE / LOCAL_RANK
 (and MASTER_ADDR / MASTER_PORT) in their environment; `init_from_env` joins them into one process group
 (NCCL on CUDA, gloo on CPU). One process without those variables is a world of one and nothing here
 costs anything. The suite's `batch_size` is the global batch: each rank trains on `batch_size / N`
-images of the same seeded permutation the one-process loader draws, so N processes and one process
+images of the same seeded permutation the one-process loader draws (`bench.data.loader.DeviceLoader`,
+or the streaming loaders' DistributedSampler), so N processes and one process
 see the same global batches (with BatchNorm statistics per rank unless `sync_bn`).
 """
 
