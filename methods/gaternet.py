@@ -171,9 +171,14 @@ def _declare_gates(block: nn.Module, convs: tuple[str, ...], order: tuple[str, .
     }
 
 
+def _by_conv(block: nn.Module, gates: Tensor) -> dict[str, Tensor]:
+    """The block's slice of the gater output, by gated conv name, each [batch, channels]."""
+    return dict(zip(block.gated_convs, gates.split(block.gate_widths, dim=1), strict=True))
+
+
 def _split_gates(block: nn.Module, gates: Tensor) -> dict[str, Tensor]:
-    """The block's slice of the gater output, by conv name, each [batch, channels]; records them."""
-    split = dict(zip(block.gated_convs, gates.split(block.gate_widths, dim=1), strict=True))
+    """`_by_conv`, recorded on the block (the gate interface)."""
+    split = _by_conv(block, gates)
     block.last_gates = {name: gate.detach() for name, gate in split.items()}
     return split
 
@@ -185,8 +190,8 @@ def _apply(out: Tensor, gates: dict[str, Tensor], conv: str) -> Tensor:
 
 def _active(block: nn.Module, gates: Tensor) -> dict[str, Tensor | None]:
     """One sample's open-filter indices per conv of `block` (None: not gated or all open)."""
-    split = dict(zip(block.gated_convs, gates[0].split(block.gate_widths), strict=True))
-    return {name: sparse.active(split.get(name)) for name in block.conv_order}
+    split = _by_conv(block, gates)
+    return {name: sparse.active(split[name][0] if name in split else None) for name in block.conv_order}
 
 
 def _gated_names(kind: str, order: tuple[str, ...]) -> tuple[str, ...]:
@@ -298,9 +303,18 @@ class GatedStage(nn.Sequential):
         return sum(block.num_gates for block in self)
 
     def forward(self, x: Tensor, gates: Tensor) -> Tensor:
-        for block, block_gates in zip(self, gates.split([b.num_gates for b in self], dim=1), strict=True):
+        for block, block_gates in zip(self, self._by_block(gates), strict=True):
             x = block(x, block_gates)
         return x
+
+    def forward_sparse(self, x: Tensor, gates: Tensor, folded: dict) -> Tensor:
+        """One sample through the stage's sparse blocks (`folded`: every block's folded parameters)."""
+        for block, block_gates in zip(self, self._by_block(gates), strict=True):
+            x = block.forward_sparse(x, block_gates, folded[id(block)])
+        return x
+
+    def _by_block(self, gates: Tensor) -> tuple[Tensor, ...]:
+        return gates.split([b.num_gates for b in self], dim=1)
 
 
 # --- gater feature extractors ------------------------------------------------------------------------
@@ -360,11 +374,7 @@ class _GaterNetMixin:
             gates = self._gates(x)
             x = self._sparse_stem(x)
             for name, stage_gates in zip(self.stages, gates, strict=True):
-                stage = getattr(self, name)
-                for block, g in zip(
-                    stage, stage_gates.split([b.num_gates for b in stage], dim=1), strict=True
-                ):
-                    x = block.forward_sparse(x, g, folded[id(block)])
+                x = getattr(self, name).forward_sparse(x, stage_gates, folded)
             return self._sparse_head(x)
 
         return sparse.per_sample(self, x, one)
