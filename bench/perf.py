@@ -339,32 +339,22 @@ def bench_gated(
     sparse_out = model.forward_sparse(x)
     max_diff = (dense_out - sparse_out).abs().max().item()
     static = static_macs(model, input_shape)
-    runner = SparseForward(model)
+    opened_model = copy.deepcopy(model)  # the same weights with every gate open
+    force_gate_rate(opened_model, 0.0, x, seed)  # the copy's later hooks run last: they win
+    sparse.prepare(opened_model)
+
+    def median_ms(module: torch.nn.Module) -> float:
+        return measure_latency(module, input_shape, batch_size, "cpu", min_run_time_s, warmup)["median_ms"]
+
     dense_ms, sparse_ms, open_ms = [], [], []
     with _threads(threads):
         for r in range(repeats):
-            dense_ms.append(
-                measure_latency(model, input_shape, batch_size, "cpu", min_run_time_s, warmup)["median_ms"]
-            )
-            sparse_ms.append(
-                measure_latency(runner, input_shape, batch_size, "cpu", min_run_time_s, warmup)["median_ms"]
-            )
-            opened = force_gate_rate(model, 0.0, x, seed)  # hooks added last run last: all gates open
-            try:
-                open_ms.append(
-                    measure_latency(runner, input_shape, batch_size, "cpu", min_run_time_s, warmup)[
-                        "median_ms"
-                    ]
-                )
-            finally:
-                for h in opened:
-                    h.remove()
+            dense_ms.append(median_ms(model))
+            sparse_ms.append(median_ms(SparseForward(model)))
+            open_ms.append(median_ms(SparseForward(opened_model)))
             log(f"  repeat {r + 1}/{repeats}: dense {dense_ms[-1]:.3f} ms, sparse {sparse_ms[-1]:.3f} ms, "
                 f"sparse all open {open_ms[-1]:.3f} ms")  # fmt: skip
-        # the same three, interleaved call by call (open gates by a second model copy's hooks)
-        opened_model = copy.deepcopy(model)
-        force_gate_rate(opened_model, 0.0, x, seed)  # the copy's later hooks open every gate
-        sparse.prepare(opened_model)
+        # the same three, interleaved call by call
         inter = interleaved_ms(
             {"dense": model, "sparse": model.forward_sparse, "sparse_all_open": opened_model.forward_sparse},
             x, min_run_time_s * repeats,
