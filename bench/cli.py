@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from bench import plugins, registry
-from bench.config import PlanError, SuiteError, list_suites, load_suite
 from bench.data import DATASETS, DatasetNotFoundError
-from bench.env import require_device
+from bench.engine.config import PlanError, SuiteError, list_suites, load_suite
+from bench.engine.env import require_device
 from bench.measure.latency import MALLOC_ENV, malloc_tuned
-from bench.results import ResultStore, StoreError
-from bench.schema import METRIC_LABELS
+from bench.store.results import ResultStore, StoreError
+from bench.store.schema import METRIC_LABELS
 
 USER_ERRORS = (SuiteError, registry.UnknownModelError, DatasetNotFoundError, StoreError, ValueError)
 
@@ -29,8 +29,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from bench.leaderboard import write_leaderboard
-    from bench.runner import run_suite, summary_line
+    from bench.commands.runner import run_suite, summary_line
+    from bench.report.leaderboard import write_leaderboard
 
     suite = load_suite(args.suite)
     store = ResultStore(args.out)
@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         )  # fmt: skip
     except PlanError as e:  # a model that cannot take the data: say which plugin it came from
         raise PlanError(plugins.name_plugins(str(e))) from None
-    from bench.distributed import shutdown, world
+    from bench.engine.distributed import shutdown, world
 
     is_main = world().is_main
     shutdown()  # every rank has finished its runs: leave the process group torchrun set up
@@ -60,21 +60,21 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
-    from bench.measure_cmd import cmd_measure as measure
+    from bench.commands.measure import cmd_measure as measure
 
     measure(args)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
-    from bench.leaderboard import write_leaderboard
+    from bench.report.leaderboard import write_leaderboard
 
     for path in write_leaderboard(ResultStore(args.out), args.leaderboard_dir, args.suite, args.at):
         print(path)
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
-    from bench.leaderboard import write_leaderboard
-    from bench.submit import SubmissionError, check_submission, submit
+    from bench.report.leaderboard import write_leaderboard
+    from bench.store.submit import SubmissionError, check_submission, submit
 
     store = ResultStore(args.out)
     store.paper_files()  # a broken paper file fails here, not after the records are stored
@@ -101,8 +101,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from bench.leaderboard import write_leaderboard
-    from bench.verify import verify
+    from bench.commands.verify import verify
+    from bench.report.leaderboard import write_leaderboard
 
     require_device(args.device)
     store = ResultStore(args.out)
@@ -123,8 +123,8 @@ def cmd_gates(args: argparse.Namespace) -> None:
     import torch
 
     from bench.data import load_dataset
-    from bench.gate_figures import plot_gate_stats
     from bench.measure.report import gate_statistics, is_gated
+    from bench.report.gate_figures import plot_gate_stats
 
     data = load_dataset(args.dataset, args.data_root)
     model = registry.create_model(args.model, data.num_classes, data.in_chans)
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
     p.set_defaults(func=cmd_verify)
 
-    from bench import perf  # `bench perf train | gated | suite`
+    from bench.commands import perf  # `bench perf train | gated | suite`
 
     perf.add_parser(sub)
     return parser

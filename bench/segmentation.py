@@ -228,7 +228,7 @@ def evaluate_segmentation(
         acc.update(pred, y)
         loss += torch.stack([F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum").double(),
                              (y != IGNORE_INDEX).sum().double()])  # fmt: skip
-    from bench.distributed import all_reduce_sum
+    from bench.engine.distributed import all_reduce_sum
 
     total, pixels = all_reduce_sum(loss).tolist()
     return {"miou_pct": 100 * iou.compute().item(), "pixel_acc_pct": 100 * acc.compute().item(),

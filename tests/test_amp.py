@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from bench.config import TrainConfig
-from bench.train import amp_dtype, seed_everything, train
+from bench.engine.config import TrainConfig
+from bench.engine.train import amp_dtype, seed_everything, train
 from tests.test_checkpoint import CFG, tiny_data, tiny_net
 
 FAST = dataclasses.replace(CFG, epochs=1, checkpoint_every_steps=0)
@@ -49,7 +49,7 @@ def test_amp_dtype_choice(monkeypatch):
 
 
 def test_the_switches_and_the_lr_rule_are_part_of_the_config_hash():
-    from bench.config import config_hash
+    from bench.engine.config import config_hash
 
     def h(**kw):
         return config_hash({"model": "m", "train": dataclasses.asdict(TrainConfig(**kw))})
@@ -59,7 +59,7 @@ def test_the_switches_and_the_lr_rule_are_part_of_the_config_hash():
 
 
 def test_new_fields_at_their_defaults_leave_earlier_config_hashes_unchanged():
-    from bench.config import config_hash
+    from bench.engine.config import config_hash
 
     train = dataclasses.asdict(TrainConfig())
     before = {k: v for k, v in train.items() if k not in

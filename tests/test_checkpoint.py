@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench import train as train_module
-from bench.config import TrainConfig
 from bench.data import ImageDataset
-from bench.train import evaluate, load_checkpoint, previous_checkpoint, seed_everything, train
+from bench.engine import train as train_module
+from bench.engine.config import TrainConfig
+from bench.engine.train import evaluate, load_checkpoint, previous_checkpoint, seed_everything, train
 
 CFG = TrainConfig(epochs=2, batch_size=8, lr=0.05, lr_schedule="cosine", crop_padding=1, flip=True,
                   checkpoint_every_steps=3, eval_batch_size=32)  # fmt: skip

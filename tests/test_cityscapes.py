@@ -9,9 +9,9 @@ from PIL import Image
 from torch import nn
 from torchvision.datasets import Cityscapes
 
-from bench.config import load_suite, parse_suite
 from bench.data import DatasetNotFoundError, load_dataset
 from bench.data.cityscapes import IGNORE_INDEX, train_id_table
+from bench.engine.config import load_suite, parse_suite
 from bench.segmentation import AUX_LOSS_WEIGHT, evaluate_segmentation, segmentation_loss
 
 IDS = [c.id for c in Cityscapes.classes if c.id >= 0]
@@ -91,9 +91,9 @@ latency_warmup = 1
 
 
 def test_pspnet_plain_and_gated_train_evaluate_and_give_records(tmp_path, monkeypatch):
-    from bench.leaderboard import write_leaderboard
-    from bench.results import ResultStore
-    from bench.runner import run_suite
+    from bench.commands.runner import run_suite
+    from bench.report.leaderboard import write_leaderboard
+    from bench.store.results import ResultStore
 
     monkeypatch.delenv("BENCH_DATA", raising=False)
     root = write_cityscapes(tmp_path / "cityscapes")
@@ -132,8 +132,8 @@ def test_the_cityscapes_suite():
 
 
 def test_the_poly_schedule():
-    from bench.config import TrainConfig
-    from bench.train import lr_factor
+    from bench.engine.config import TrainConfig
+    from bench.engine.train import lr_factor
 
     f = lr_factor(TrainConfig(epochs=2, lr_schedule="poly"), steps_per_epoch=10)
     assert f(0) == 1 and f(10) == pytest.approx(0.5**0.9) and f(20) == 0

@@ -3,7 +3,7 @@
 import pytest
 
 from bench.cli import main
-from bench.results import ResultStore
+from bench.store.results import ResultStore
 from tests.helpers import write_suite
 
 
@@ -72,8 +72,8 @@ def test_user_errors_give_one_clear_message_and_write_nothing(case, expected, tm
 @pytest.mark.parametrize("rank", [0, 1])
 def test_under_torchrun_an_error_every_rank_shares_is_reported_once(rank, tmp_path, fashion_root, no_system_data,
                                                                     monkeypatch, capsys):  # fmt: skip
-    from bench import runner
-    from bench.distributed import World
+    from bench.commands import runner
+    from bench.engine.distributed import World
 
     monkeypatch.setenv("RANK", str(rank))
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -100,8 +100,8 @@ def test_list_shows_suites_and_models(capsys):
 
 
 def test_builtin_suites_are_valid():
-    from bench.config import list_suites, load_suite
-    from bench.runner import plan
+    from bench.commands.runner import plan
+    from bench.engine.config import list_suites, load_suite
 
     for name in list_suites():
         assert plan(load_suite(name)), name

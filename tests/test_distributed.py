@@ -10,10 +10,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from bench.config import TrainConfig
 from bench.data import DeviceLoader
-from bench.distributed import world
-from bench.train import evaluate, seed_everything, train
+from bench.engine.config import TrainConfig
+from bench.engine.distributed import world
+from bench.engine.train import evaluate, seed_everything, train
 from tests.test_checkpoint import tiny_data
 
 CFG = TrainConfig(epochs=1, batch_size=8, lr=0.1, lr_schedule="cosine", crop_padding=1, flip=True,
@@ -55,7 +55,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 
 def _interrupted_then_resumed_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    from bench import train as train_module
+    from bench.engine import train as train_module
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -171,10 +171,10 @@ def test_torchrun_two_processes_run_a_suite_and_only_rank_0_writes(tmp_path, fas
 ])  # fmt: skip
 def test_the_plan_refuses_a_batch_the_processes_cannot_train_on(tmp_path, fashion_root, no_system_data,
                                                                  monkeypatch, batch_size, processes, device, words):  # fmt: skip
-    from bench import runner
-    from bench.config import load_suite
+    from bench.commands import runner
     from bench.data import load_dataset
-    from bench.distributed import World
+    from bench.engine.config import load_suite
+    from bench.engine.distributed import World
     from tests.helpers import write_suite
 
     suite = load_suite(str(write_suite(tmp_path).as_posix()))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.config import TrainConfig, load_suite, parse_suite
 from bench.data import DatasetNotFoundError, load_dataset
 from bench.data.imagenet import FolderDataset
+from bench.engine.config import TrainConfig, load_suite, parse_suite
 from bench.registry import list_models
 
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
@@ -64,9 +64,9 @@ def imagenet_root(tmp_path, monkeypatch):
 
 
 def test_the_tree_trains_evaluates_and_gives_a_record_and_a_leaderboard_row(imagenet_root, tmp_path):
-    from bench.leaderboard import write_leaderboard
-    from bench.results import ResultStore
-    from bench.runner import run_suite
+    from bench.commands.runner import run_suite
+    from bench.report.leaderboard import write_leaderboard
+    from bench.store.results import ResultStore
 
     suite = parse_suite(TINY, "imagenet_tiny.toml")
     store = ResultStore(tmp_path / "results")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.leaderboard import NOT_RUN, write_leaderboard
-from bench.results import ResultStore
+from bench.report.leaderboard import NOT_RUN, write_leaderboard
+from bench.store.results import ResultStore
 from tests.test_results import make_record
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def test_declared_but_unrun_models_say_so_and_no_cell_is_blank(tmp_path):
     store = ResultStore(tmp_path / "results")
     store.append([make_record(0, suite="quick")])
     write_leaderboard(store, tmp_path / "lb", suite="quick")
-    from bench.config import load_suite
+    from bench.engine.config import load_suite
 
     unrun = [m for m in load_suite("quick").models if m != "resnet20"]
     text = (tmp_path / "lb" / "quick.md").read_text()

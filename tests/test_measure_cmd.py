@@ -7,10 +7,10 @@ import torch
 
 from bench import registry
 from bench.cli import main
+from bench.commands.measure import eval_batch
 from bench.data import load_dataset
 from bench.measure import static_macs
 from bench.measure.report import gate_statistics
-from bench.measure_cmd import eval_batch
 
 PLUGIN = Path(__file__).parents[1] / "examples" / "my_method" / "my_method.py"
 FAST = ["--min-run-time", "0.01", "--warmup", "1"]
@@ -114,4 +114,4 @@ def test_a_plugin_model_that_cannot_take_the_data_is_named_with_its_plugin(tmp_p
     assert (
         f"model 'rgb_measure_net' from plugin {plugin} cannot be built for fashion_mnist (1, 28, 28)" in err
     )
-    registry._MODELS.pop("rgb_measure_net")
+    registry.unregister("rgb_measure_net")

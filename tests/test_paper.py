@@ -8,9 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from bench import registry
-from bench.leaderboard import write_leaderboard
-from bench.results import ResultStore, StoreError
-from bench.schema import PaperReference
+from bench.report.leaderboard import write_leaderboard
+from bench.store.results import ResultStore, StoreError
+from bench.store.schema import PaperReference
 from tests.test_results import make_record
 
 REPO = Path(__file__).resolve().parent.parent

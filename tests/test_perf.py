@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bench.cli import main
+from bench.commands.perf import force_gate_rate, perf_markdown
 from bench.gates import collect
-from bench.perf import force_gate_rate, perf_markdown
 from bench.registry import create_model
 from tests.helpers import write_suite
 
@@ -84,10 +84,10 @@ def test_perf_suite_splits_the_wall_time_by_stage(tmp_path, fashion_root, no_sys
     assert sum(r["shares"].values()) == pytest.approx(1.0)
     assert all(r["stages_s"][k] > 0 for k in ("training", "evaluation", "measurement", "io"))
     assert r["io_detail_s"]["checkpoint_io"] > 0 and r["io_detail_s"]["store_io"] > 0
-    import bench.runner
-    import bench.train
+    import bench.commands.runner
+    import bench.engine.train
 
-    assert bench.runner.train is bench.train.train  # the wrappers are gone after the call
+    assert bench.commands.runner.train is bench.engine.train.train  # the wrappers are gone after the call
 
     md = perf_markdown(tmp_path)  # `results_dir` with a perf/ folder inside
     assert "### Suite wall time by stage" in md and "| tiny | 1 |" in md

@@ -1,8 +1,8 @@
 """Top-1 against MACs: the Pareto front, deterministic PNGs, and the leaderboard's link to them."""
 
-from bench.leaderboard import write_leaderboard
-from bench.plots import Point, pareto_front, plot_accuracy_macs
-from bench.results import ResultStore
+from bench.report.leaderboard import write_leaderboard
+from bench.report.plots import Point, pareto_front, plot_accuracy_macs
+from bench.store.results import ResultStore
 from tests.test_results import make_record
 
 

@@ -32,10 +32,9 @@ register("{name}", tiny_net, width=4)
 def restore_registry():
     """Each test starts from, and leaves, the registry as it was (plugins register process-wide)."""
     registry.list_models()
-    saved = dict(registry._MODELS)
+    saved = registry.entries()
     yield
-    registry._MODELS.clear()
-    registry._MODELS.update(saved)
+    registry.restore(saved)
 
 
 def _plugin(tmp_path, body, name="my_plugin.py") -> Path:
@@ -64,7 +63,7 @@ def test_run_with_a_plugin_stores_its_record(tmp_path, fashion_root, no_system_d
     suite = write_suite(tmp_path, models=("tiny_plugin_net",))
     assert main(_run_args(suite, tmp_path, fashion_root, "--plugin", str(path))) == 0
     assert "tiny_plugin_net · fashion_mnist · seed 0: top-1" in capsys.readouterr().out
-    from bench.results import ResultStore
+    from bench.store.results import ResultStore
 
     (record,) = ResultStore(tmp_path / "results").read("tiny")
     assert record.model == "tiny_plugin_net" and record.model_family == "my_plugin"
@@ -157,7 +156,7 @@ def _fake_entry_points(monkeypatch, tmp_path, module_body, value):
     def entry_points(group=None, **_):
         return [ep] if group == plugins.ENTRY_POINT_GROUP else []
 
-    monkeypatch.setattr(plugins.importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
 
 
 def test_installed_entry_points_are_loaded_with_the_builtins(monkeypatch, tmp_path):
@@ -195,8 +194,8 @@ def test_a_user_suite_file_is_validated_like_a_builtin(tmp_path, fashion_root, n
 
 
 def test_the_example_suite_plans_with_the_plugin():
-    from bench.config import load_suite
-    from bench.runner import plan
+    from bench.commands.runner import plan
+    from bench.engine.config import load_suite
 
     plugins.load_file(EXAMPLE / "my_method.py")
     suite = load_suite(str(EXAMPLE / "my_suite.toml"))

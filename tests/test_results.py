@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bench.results import JOURNAL, ResultStore, StoreError, UnknownRecordError
-from bench.schema import SCHEMA_VERSION, Record, upgrade
+from bench.store.results import JOURNAL, ResultStore, StoreError, UnknownRecordError
+from bench.store.schema import SCHEMA_VERSION, Record, upgrade
 
 REPO = Path(__file__).resolve().parent.parent
 

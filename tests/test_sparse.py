@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench import sparse
+from bench.commands.perf import force_gate_rate
 from bench.gates import collect, gate_networks
-from bench.perf import force_gate_rate
 from bench.registry import create_model, list_models
 
 GATED = [m for p in ("aig_*", "gaternet_*", "bas_*") for m in list_models(p)]

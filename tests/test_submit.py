@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.cli import main
-from bench.config import config_hash, load_suite
-from bench.results import ResultStore
-from bench.schema import Record
-from bench.submit import SubmissionError, submit
+from bench.engine.config import config_hash, load_suite
+from bench.store.results import ResultStore
+from bench.store.schema import Record
+from bench.store.submit import SubmissionError, submit
 from tests.test_results import record_body
 
 CODE = "https://github.com/example/gated-nets"

@@ -3,10 +3,10 @@ import dataclasses
 import pytest
 import torch
 
-from bench.config import TrainConfig
 from bench.data import DeviceLoader, load_dataset
+from bench.engine.config import TrainConfig
+from bench.engine.train import evaluate, lr_factor, seed_everything, train
 from bench.registry import create_model
-from bench.train import evaluate, lr_factor, seed_everything, train
 
 CFG = TrainConfig(epochs=2, batch_size=64, lr=0.05, nesterov=True, lr_schedule="linear", eval_batch_size=64)
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import bench.config
+import bench.engine.config
 from bench.cli import main
-from bench.config import config_hash
+from bench.commands.verify import VerifyError, rebuild_spec
 from bench.data.synthetic import write_fashion_mnist
-from bench.results import ResultStore
-from bench.verify import VerifyError, rebuild_spec
+from bench.engine.config import config_hash
+from bench.store.results import ResultStore
 from tests.helpers import write_suite
 
 
@@ -77,7 +77,7 @@ def test_a_submission_is_verified_within_the_tolerance_and_the_miss_is_stated(me
     suites = root / "suites"
     suites.mkdir(exist_ok=True)
     shutil.copy(suite, suites / "tiny.toml")
-    monkeypatch.setattr(bench.config, "SUITES_DIR", suites)  # `tiny` becomes a built-in suite
+    monkeypatch.setattr(bench.engine.config, "SUITES_DIR", suites)  # `tiny` becomes a built-in suite
     body = json.loads(record.model_dump_json())
     stated = record.metrics.top1_pct - 2.0 if record.metrics.top1_pct >= 2 else record.metrics.top1_pct + 2.0
     body["metrics"] |= {"top1_pct": stated, "top5_pct": max(stated, body["metrics"]["top5_pct"])}

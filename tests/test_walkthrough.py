@@ -18,7 +18,7 @@ from bench import registry
 from bench.cli import build_parser, main
 from bench.data import fashion_mnist
 from bench.data.synthetic import write_cifar, write_fashion_mnist
-from bench.results import ResultStore
+from bench.store.results import ResultStore
 
 ROOT = Path(__file__).parents[1]
 DOC = ROOT / "docs" / "walkthrough.md"
@@ -36,13 +36,12 @@ def restore_registry():
     """The user's copy of the template registers `my_gate_resnet20` from another file than the repository's
     template: run the page with no plugin loaded, as in a fresh process, and put the registry back after."""
     registry.list_models()
-    saved = dict(registry._MODELS)
+    saved = registry.entries()
     for name, entry in saved.items():
         if entry.origin:
-            del registry._MODELS[name]
+            registry.unregister(name)
     yield
-    registry._MODELS.clear()
-    registry._MODELS.update(saved)
+    registry.restore(saved)
 
 
 def doc_commands() -> list[str]:

@@ -14,7 +14,7 @@ import statistics
 import torch
 from torch import nn
 
-from bench.env import device_name
+from bench.engine.env import device_name
 
 MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 

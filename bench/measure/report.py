@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from bench.config import MeasureConfig
 from bench.data import DeviceLoader, ImageDataset
+from bench.engine.config import MeasureConfig
 from bench.gates import collect
 from bench.measure.latency import measure_latency
 from bench.measure.macs import (

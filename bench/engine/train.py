@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from bench.config import TrainConfig
 from bench.data import DeviceLoader, ImageDataset
 from bench.data.cityscapes import IGNORE_INDEX
-from bench.distributed import (
+from bench.engine.config import TrainConfig
+from bench.engine.distributed import (
     World,
     all_gather_objects,
     all_reduce_sum,

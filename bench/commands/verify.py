@@ -3,7 +3,7 @@
 
 The run is rebuilt from the record alone (its suite, model, model_args, dataset, seed and full
 training configuration, checked against the record's `config_hash`) and trained, evaluated and
-measured by the same `bench.runner.run_one` that `bench run` uses, on evaluation data whose digest
+measured by the same `bench.commands.runner.run_one` that `bench run` uses, on evaluation data whose digest
 must equal the record's. When the re-run's metric lies within the tolerance of the record's, the
 re-run is appended to the store as a record with status "verified" whose `verification` names the
 record it verified (the store stays append-only; the leaderboard shows the badge). Otherwise nothing
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import registry
-from bench.config import SuiteError, TrainConfig, _build, config_hash, load_suite
+from bench.commands.runner import RunSpec, default_submitter, run_one
 from bench.data import load_dataset
-from bench.results import ResultStore
-from bench.runner import RunSpec, default_submitter, run_one
-from bench.schema import METRIC_LABELS, Record, Verification
+from bench.engine.config import SuiteError, TrainConfig, _build, config_hash, load_suite
+from bench.store.results import ResultStore
+from bench.store.schema import METRIC_LABELS, Record, Verification
 
 DEFAULT_TOLERANCE = 1.0  # percentage points of the headline metric
 

@@ -4,7 +4,7 @@
 one submitter's): the headline metric (top-1, or mIoU on segmentation datasets) mean ± std over seeds
 with n, a status badge (measured / submitted / verified), the paper-reported number with our difference
 to it, top-5 (pixel accuracy), params, static and executed MACs, the gate
-network's MACs, latency and device, and a figure of the headline metric against MACs (`bench.plots`). Models the
+network's MACs, latency and device, and a figure of the headline metric against MACs (`bench.report.plots`). Models the
 suite declares but nobody has run show "not yet run". `leaderboard/README.md` indexes the suites and
 lists every store version; `leaderboard/paper.md` lists the paper-reported numbers with their sources.
 
@@ -23,12 +23,12 @@ from statistics import mean, stdev
 
 import pandas as pd
 
-from bench.config import Suite, SuiteError, list_suites, load_suite
 from bench.data import DATASET_TASKS
-from bench.gate_figures import plot_gate_stats
-from bench.plots import Point, plot_accuracy_macs
-from bench.results import ResultStore, digest_of, write_text_atomic
-from bench.schema import METRIC_LABELS, TASK_METRICS, PaperReference, Record
+from bench.engine.config import Suite, SuiteError, list_suites, load_suite
+from bench.report.gate_figures import plot_gate_stats
+from bench.report.plots import Point, plot_accuracy_macs
+from bench.store.results import ResultStore, digest_of, write_text_atomic
+from bench.store.schema import METRIC_LABELS, TASK_METRICS, PaperReference, Record
 
 NOT_RUN = "not yet run"
 NONE = "–"
@@ -524,7 +524,9 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
                 )
     paper = out / "paper.md"
     write_text_atomic(paper, paper_markdown(references))
-    from bench.perf import perf_markdown  # the benchmarks of `bench perf`, stored under results/perf/
+    from bench.commands.perf import (
+        perf_markdown,  # the benchmarks of `bench perf`, stored under results/perf/
+    )
 
     perf = perf_markdown(store.root)
     if perf:

@@ -1,19 +1,8 @@
-"""The one way a model is made: builders registered by name, also visible to `timm.create_model`.
-
-A builder takes `num_classes` and `in_chans` (plus its own keyword arguments) and returns an
-`nn.Module`. `defaults` are stored beside the builder as data (like timm's pretrained cfgs) and can be
-overridden per call, so a suite file can set e.g. GaterNet's bottleneck width.
-
-Models defined outside this repository register the same way, from a plugin (`bench.plugins`): an
-installed distribution's entry point in the group `channelbench.models` (loaded here, after the
-built-in packages) or a file given with `bench run --plugin PATH`. Their entries carry an `origin`
-naming the plugin, so errors can say where a model came from; nothing else treats them differently.
-"""
+"""The table of registered models: names, builders, per-model defaults and origins (no loading)."""
 
 from __future__ import annotations
 
-import fnmatch
-import importlib
+import dataclasses
 import sys
 import types
 from collections.abc import Callable
@@ -37,8 +26,6 @@ class ModelEntry:
 
 
 _MODELS: dict[str, ModelEntry] = {}
-_BUILTIN_PACKAGES = ("baselines", "methods", "bench.segmentation")
-_loaded = False
 
 
 class UnknownModelError(KeyError):
@@ -54,31 +41,53 @@ class DuplicateModelError(ValueError):
         self.name, self.owner = name, owner
 
 
-def register(name: str, builder: Callable[..., nn.Module], **defaults: Any) -> None:
-    """Register `builder` under `name`; a name can be registered once."""
+def register(name: str, builder: Callable[..., nn.Module], *, origin: str = "", **defaults: Any) -> None:
+    """Register `builder` under `name`; a name can be registered once. `origin` names the plugin that
+    registers it ("" for the built-in packages)."""
     if name in _MODELS:
         prev = _MODELS[name]
         owner = f"{prev.builder.__module__}.{prev.builder.__qualname__}"
         raise DuplicateModelError(name, f"{owner} (plugin {prev.origin})" if prev.origin else owner)
-    _MODELS[name] = ModelEntry(name, builder, dict(defaults))
+    _MODELS[name] = ModelEntry(name, builder, dict(defaults), origin)
     _register_with_timm(name)
 
 
-def _load_builtin() -> None:
-    """Import the built-in model packages once, then the installed plugins (entry points), so their
-    `register` calls have run; a name clash with a built-in model is then the plugin's error."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for package in _BUILTIN_PACKAGES:
-            importlib.import_module(package)
-        from bench.plugins import load_entry_points  # bench.plugins imports this module
+def register_model(builder: Callable[..., nn.Module] | None = None, /, **defaults: Any):
+    """Decorator: register a builder under its own function name, so `grep "def resnet20"` finds it.
 
-        load_entry_points()
+    `@register_model` or, with per-model defaults kept as data, `@register_model(layout="v1")`.
+    """
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        register(fn.__name__, fn, **defaults)
+        return fn
+
+    return wrap(builder) if builder is not None else wrap
 
 
-def get_entry(name: str) -> ModelEntry:
-    _load_builtin()
+def unregister(name: str) -> ModelEntry | None:
+    """Remove `name` from the registry (a plugin that failed to load, a test's model); returns its entry."""
+    return _MODELS.pop(name, None)
+
+
+def set_origin(name: str, origin: str) -> None:
+    """Mark a registered model as coming from the plugin `origin` (for messages)."""
+    _MODELS[name] = dataclasses.replace(_MODELS[name], origin=origin)
+
+
+def entries() -> dict[str, ModelEntry]:
+    """A snapshot of every registered entry (as registered so far: nothing is loaded)."""
+    return dict(_MODELS)
+
+
+def restore(snapshot: dict[str, ModelEntry]) -> None:
+    """Put the registry back to a snapshot of `entries()` (tests that register models)."""
+    _MODELS.clear()
+    _MODELS.update(snapshot)
+
+
+def lookup(name: str) -> ModelEntry:
+    """The entry of `name` among the models registered so far; UnknownModelError names the fix."""
     if name not in _MODELS:
         close = [m for m in _MODELS if name.split("_")[0] in m][:5]
         hint = f" Similar names: {', '.join(close)}." if close else ""
@@ -93,17 +102,6 @@ def describe(name: str) -> str:
     """`model 'name'`, and the plugin it came from if it is not built in: for error messages."""
     entry = _MODELS.get(name)
     return f"model {name!r} from plugin {entry.origin}" if entry and entry.origin else f"model {name!r}"
-
-
-def create_model(name: str, num_classes: int, in_chans: int = 3, **overrides: Any) -> nn.Module:
-    entry = get_entry(name)
-    kwargs = {**entry.defaults, **overrides}
-    return entry.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    _load_builtin()
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
 # --- timm -------------------------------------------------------------------------------------
@@ -126,7 +124,8 @@ def _register_with_timm(name: str) -> None:
             raise ValueError(f"{name}: ChannelBench ships no pretrained weights")
         for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
             kwargs.pop(key, None)
-        return create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        entry = lookup(name)  # registered, hence loaded
+        return entry.builder(num_classes=num_classes, in_chans=in_chans, **{**entry.defaults, **kwargs})
 
     entry.__name__ = entry.__qualname__ = name
     entry.__module__ = _TIMM_MODULE

@@ -17,12 +17,12 @@ import torch
 from tabulate import tabulate
 
 from bench import registry
-from bench.config import MeasureConfig, PlanError, TrainConfig
+from bench.commands.runner import RunSpec, check_builds
 from bench.data import ImageDataset, load_dataset
-from bench.env import require_device
+from bench.engine.config import MeasureConfig, PlanError, TrainConfig
+from bench.engine.env import require_device
 from bench.measure.report import counters_disagree, measure_model
 from bench.plugins import name_plugins
-from bench.runner import RunSpec, check_builds
 
 
 @dataclass(frozen=True)

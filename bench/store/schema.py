@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bench.config import TrainConfig  # the lr scaling rule of a version-2 body's train_config
+from bench.engine.config import TrainConfig  # the lr scaling rule of a version-2 body's train_config
 
 SCHEMA_VERSION = 3
 READABLE_SCHEMA_VERSIONS = (1, 2, 3)
@@ -251,7 +251,7 @@ class Record(_Strict):
         return self
 
     def run_config(self) -> dict[str, Any]:
-        """The configuration `config_hash` is the hash of (`bench.runner.RunSpec.config`, as stored)."""
+        """The configuration `config_hash` is the hash of (`bench.commands.runner.RunSpec.config`, as stored)."""
         return {"model": self.model, "model_args": self.model_args, "dataset": self.dataset,
                 "train": self.train_config}  # fmt: skip
 

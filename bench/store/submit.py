@@ -1,6 +1,6 @@
 """`bench submit FILE`: accept a file of result records, all or none.
 
-A submission is one JSONL file, one record per line, in the store's schema (`bench.schema.Record`;
+A submission is one JSONL file, one record per line, in the store's schema (`bench.store.schema.Record`;
 the records `bench run --out DIR` writes are already in it). Each line is checked on its own (JSON,
 schema version, every field's type and range, finite numbers) and against the harness (a built-in
 suite at its current version, a dataset of that suite, a complete training configuration whose hash
@@ -24,7 +24,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bench.config import (
+from bench.data import DATASETS
+from bench.engine.config import (
     _HASH_OMITS_AT_DEFAULT,
     SuiteError,
     TrainConfig,
@@ -33,9 +34,8 @@ from bench.config import (
     list_suites,
     load_suite,
 )
-from bench.data import DATASETS
-from bench.results import ResultStore
-from bench.schema import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Record, upgrade
+from bench.store.results import ResultStore
+from bench.store.schema import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Record, upgrade
 
 MAX_BYTES = 64 * 2**20
 ASSIGNED_BY_STORE = ("record_id", "store_version")

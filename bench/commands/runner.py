@@ -17,15 +17,15 @@ from typing import Any
 import torch
 
 from bench import registry
-from bench.config import PlanError, Suite, TrainConfig, config_hash
 from bench.data import DATASET_TASKS, ImageDataset, load_dataset
-from bench.distributed import barrier, batch_per_rank, init_from_env, syncs_batchnorm, world
-from bench.env import environment
+from bench.engine.config import PlanError, Suite, TrainConfig, config_hash
+from bench.engine.distributed import barrier, batch_per_rank, init_from_env, syncs_batchnorm, world
+from bench.engine.env import environment
+from bench.engine.train import evaluate, seed_everything, train
 from bench.measure.report import counters_disagree, measure_model
-from bench.results import ResultStore
-from bench.schema import METRIC_LABELS, SCHEMA_VERSION, TASK_METRICS, Record
 from bench.segmentation import evaluate_segmentation, segmentation_loss  # also registers the PSPNets
-from bench.train import evaluate, seed_everything, train
+from bench.store.results import ResultStore
+from bench.store.schema import METRIC_LABELS, SCHEMA_VERSION, TASK_METRICS, Record
 
 
 @dataclass(frozen=True)

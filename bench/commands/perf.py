@@ -1,6 +1,6 @@
 """Performance benchmarks of the harness itself (`bench perf train | gated | suite`).
 
-- `train`: images/s of the harness's loop (`bench.train.train`, as a suite runs it, checkpoint
+- `train`: images/s of the harness's loop (`bench.engine.train.train`, as a suite runs it, checkpoint
   included) against a bare PyTorch loop over the same model, data (already in memory, normalised once),
   batch size, optimizer, augmentation and auxiliary losses; both in one process, alternated, repeated.
   The figure is harness / bare (goal ≥ 0.95 on CPU).
@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench import registry
-from bench.env import environment
+from bench.engine.env import environment
 from bench.measure.latency import malloc_tuned, measure_latency
-from bench.results import write_text_atomic
+from bench.store.results import write_text_atomic
 
 PERF_DIR = Path("results") / "perf"
 
@@ -126,8 +126,8 @@ def _bare_train(model: nn.Module, images: Tensor, labels: Tensor, cfg, seed: int
 
 
 def _harness_train(model: nn.Module, data, cfg, seed: int, work: Path) -> tuple[float, float]:
-    """`bench.train.train` as the runner calls it (checkpoint included): (wall images/s, loop images/s)."""
-    from bench.train import train
+    """`bench.engine.train.train` as the runner calls it (checkpoint included): (wall images/s, loop images/s)."""
+    from bench.engine.train import train
 
     start = time.perf_counter()
     result = train(
@@ -159,9 +159,9 @@ def bench_train(
 
     `amp` (bf16 autocast on CPU) and `channels_last` switch the train config's fields of the same name
     (both loops follow them)."""
-    from bench.config import load_suite
     from bench.data import load_dataset
-    from bench.train import seed_everything
+    from bench.engine.config import load_suite
+    from bench.engine.train import seed_everything
 
     spec = load_suite(suite)
     cfg = spec.train_config(model_name)
@@ -372,7 +372,7 @@ def bench_gated(
         "input_shape": list(input_shape),
         "batch_size": batch_size,
         "forced_sparsity": sparsity,
-        "sparsity_method": "forward hooks on the gate networks (bench.perf.force_gate_rate)"
+        "sparsity_method": "forward hooks on the gate networks (bench.commands.perf.force_gate_rate)"
         if sparsity is not None
         else "the model's own gates on random input",
         "closed_gate_fraction": 1 - gates.mean().item(),
@@ -433,11 +433,11 @@ def bench_suite(
     log=print,
 ) -> dict:
     """Run a suite in a scratch store and report its wall time split by the runner's stages."""
-    from bench import runner
-    from bench import train as train_mod
-    from bench.config import load_suite
-    from bench.leaderboard import write_leaderboard
-    from bench.results import ResultStore
+    from bench.commands import runner
+    from bench.engine import train as train_mod
+    from bench.engine.config import load_suite
+    from bench.report.leaderboard import write_leaderboard
+    from bench.store.results import ResultStore
 
     suite = load_suite(suite_name)
     timer = StageTimer()

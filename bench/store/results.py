@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bench.schema import PaperFile, PaperReference, Record
+from bench.store.schema import PaperFile, PaperReference, Record
 
 JOURNAL = ".batch"
 

@@ -1,0 +1,1 @@
+"""What `bench` runs: suites, verification, measurement and performance benchmarks."""

@@ -1,0 +1,1 @@
+"""The training engine: configuration, the train loop, processes and devices, plugins."""

@@ -1,0 +1,1 @@
+"""The result store: the record schema, the append-only store, submissions."""
