@@ -43,10 +43,18 @@ def cmd_run(args: argparse.Namespace) -> None:
     require_device(args.device)
     try:
         records = run_suite(
-            suite, models=args.models, seeds=args.seeds, epochs=args.epochs, data_root=args.data_root,
-            device=args.device, store=store, work_dir=Path(args.work_dir), resume=args.resume,
-            progress=not args.no_progress, on_record=on_record,
-        )  # fmt: skip
+            suite,
+            models=args.models,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            data_root=args.data_root,
+            device=args.device,
+            store=store,
+            work_dir=Path(args.work_dir),
+            resume=args.resume,
+            progress=not args.no_progress,
+            on_record=on_record,
+        )
     except PlanError as e:  # a model that cannot take the data: say which plugin it came from
         raise PlanError(plugins.name_plugins(str(e))) from None
     from bench.engine.distributed import shutdown, world
@@ -108,9 +116,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     store = ResultStore(args.out)
     store.paper_files()  # a broken paper file fails here, not after the re-run is stored
     outcome = verify(
-        args.record_id, store, tolerance=args.tolerance, suite_path=args.suite, data_root=args.data_root,
-        device=args.device, work_dir=args.work_dir, progress=not args.no_progress, submitter=args.submitter,
-    )  # fmt: skip
+        args.record_id,
+        store,
+        tolerance=args.tolerance,
+        suite_path=args.suite,
+        data_root=args.data_root,
+        device=args.device,
+        work_dir=args.work_dir,
+        progress=not args.no_progress,
+        submitter=args.submitter,
+    )
     print(outcome.summary())
     if not outcome.verified:
         return 1
@@ -135,10 +150,14 @@ def cmd_gates(args: argparse.Namespace) -> None:
         model.load_state_dict(state.get("model", state))
     executed, gate_macs, gates = gate_statistics(model, data, args.batch_size, args.device)
     print(f"{args.model} on {args.dataset} ({len(data.test_labels)} evaluation images)")
-    print(f"executed MACs per image: mean {executed['mean'] / 1e6:.2f}M, min {executed['min'] / 1e6:.2f}M, "
-          f"max {executed['max'] / 1e6:.2f}M; gate network {gate_macs / 1e6:.2f}M")  # fmt: skip
-    print(f"gates: {gates['gates']} — always on {gates['always_on']}, always off {gates['always_off']}, "
-          f"input-dependent {gates['input_dependent']}")  # fmt: skip
+    print(
+        f"executed MACs per image: mean {executed['mean'] / 1e6:.2f}M, min {executed['min'] / 1e6:.2f}M, "
+        f"max {executed['max'] / 1e6:.2f}M; gate network {gate_macs / 1e6:.2f}M"
+    )
+    print(
+        f"gates: {gates['gates']} — always on {gates['always_on']}, always off {gates['always_off']}, "
+        f"input-dependent {gates['input_dependent']}"
+    )
     path = plot_gate_stats(
         gates, f"{args.model} · {args.dataset}", Path(args.out) / f"{args.model}-{args.dataset}.png"
     )

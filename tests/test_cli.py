@@ -8,8 +8,21 @@ from tests.helpers import write_suite
 
 
 def _args(suite, tmp_path, data_root, *extra):
-    return ["run", "--suite", str(suite), "--data-root", str(data_root), "--out", str(tmp_path / "results"),
-            "--leaderboard-dir", str(tmp_path / "lb"), "--work-dir", str(tmp_path / "runs"), "--no-progress", *extra]  # fmt: skip
+    return [
+        "run",
+        "--suite",
+        str(suite),
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(tmp_path / "results"),
+        "--leaderboard-dir",
+        str(tmp_path / "lb"),
+        "--work-dir",
+        str(tmp_path / "runs"),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_run_stores_a_record_and_writes_the_leaderboard(tmp_path, fashion_root, no_system_data, capsys):
@@ -46,8 +59,9 @@ def _store_bytes(tmp_path):
         ("unknown_dataset", "unknown dataset 'mnist3'"),
     ],
 )
-def test_user_errors_give_one_clear_message_and_write_nothing(case, expected, tmp_path, fashion_root,
-                                                              no_system_data, capsys):  # fmt: skip
+def test_user_errors_give_one_clear_message_and_write_nothing(
+    case, expected, tmp_path, fashion_root, no_system_data, capsys
+):
     suite, data_root, extra = write_suite(tmp_path), fashion_root, []
     if case == "unknown_model":
         extra = ["--models", "resnet21"]
@@ -70,8 +84,9 @@ def test_user_errors_give_one_clear_message_and_write_nothing(case, expected, tm
 
 
 @pytest.mark.parametrize("rank", [0, 1])
-def test_under_torchrun_an_error_every_rank_shares_is_reported_once(rank, tmp_path, fashion_root, no_system_data,
-                                                                    monkeypatch, capsys):  # fmt: skip
+def test_under_torchrun_an_error_every_rank_shares_is_reported_once(
+    rank, tmp_path, fashion_root, no_system_data, monkeypatch, capsys
+):
     from bench.commands import runner
     from bench.engine.distributed import World
 

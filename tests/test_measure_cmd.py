@@ -23,8 +23,20 @@ def _table(out: str) -> dict[str, list[str]]:
 
 
 def test_plugin_and_builtin_side_by_side(fashion_root, no_system_data, capsys):
-    args = ["measure", "my_gate_resnet20", "resnet20", "--plugin", str(PLUGIN), "--data-root", str(fashion_root),
-            "--batch-sizes", "1,4", "--eval-images", "32", *FAST]  # fmt: skip
+    args = [
+        "measure",
+        "my_gate_resnet20",
+        "resnet20",
+        "--plugin",
+        str(PLUGIN),
+        "--data-root",
+        str(fashion_root),
+        "--batch-sizes",
+        "1,4",
+        "--eval-images",
+        "32",
+        *FAST,
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("fashion_mnist: input 1×28×28, 10 classes")
@@ -48,8 +60,22 @@ def test_plugin_and_builtin_side_by_side(fashion_root, no_system_data, capsys):
 
 
 def test_executed_macs_are_those_of_the_evaluation_batch(fashion_root, no_system_data, capsys):
-    assert main(["measure", "bas_resnet20", "--data-root", str(fashion_root), "--batch-sizes", "2",
-                 "--eval-images", "16", *FAST]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "measure",
+                "bas_resnet20",
+                "--data-root",
+                str(fashion_root),
+                "--batch-sizes",
+                "2",
+                "--eval-images",
+                "16",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     cell = _table(capsys.readouterr().out)["Executed MACs, mean (min–max) over 16 images"][0]
     data = eval_batch(load_dataset("fashion_mnist", str(fashion_root)), 16)
     torch.manual_seed(0)
@@ -68,8 +94,21 @@ def test_checkpoint_weights_decide_the_gates(tmp_path, fashion_root, no_system_d
         if gate.fc.out_features == 16:
             torch.nn.init.constant_(gate.fc.bias, -1.0)
     torch.save({"model": model.state_dict()}, tmp_path / "last.pt")
-    args = ["measure", "my_gate_resnet20", "--plugin", str(PLUGIN), "--data-root", str(fashion_root),
-            "--checkpoint", str(tmp_path / "last.pt"), "--batch-sizes", "1", "--eval-images", "8", *FAST]  # fmt: skip
+    args = [
+        "measure",
+        "my_gate_resnet20",
+        "--plugin",
+        str(PLUGIN),
+        "--data-root",
+        str(fashion_root),
+        "--checkpoint",
+        str(tmp_path / "last.pt"),
+        "--batch-sizes",
+        "1",
+        "--eval-images",
+        "8",
+        *FAST,
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     table = _table(out)
@@ -102,11 +141,14 @@ def test_errors_are_one_line(extra, expected, fashion_root, no_system_data, caps
     assert err.startswith("bench measure: error: ") and expected in err
 
 
-def test_a_plugin_model_that_cannot_take_the_data_is_named_with_its_plugin(tmp_path, fashion_root,
-                                                                          no_system_data, capsys):  # fmt: skip
+def test_a_plugin_model_that_cannot_take_the_data_is_named_with_its_plugin(
+    tmp_path, fashion_root, no_system_data, capsys
+):
     plugin = tmp_path / "rgb_plugin.py"
-    plugin.write_text("from torch import nn\nfrom bench.registry import register\n"
-                      "register('rgb_measure_net', lambda num_classes, in_chans: nn.Conv2d(3, num_classes, 28))\n")  # fmt: skip
+    plugin.write_text(
+        "from torch import nn\nfrom bench.registry import register\n"
+        "register('rgb_measure_net', lambda num_classes, in_chans: nn.Conv2d(3, num_classes, 28))\n"
+    )
     assert (
         main(["measure", "rgb_measure_net", "--plugin", str(plugin), "--data-root", str(fashion_root)]) == 2
     )

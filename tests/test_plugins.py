@@ -71,44 +71,68 @@ def test_run_with_a_plugin_stores_its_record(tmp_path, fashion_root, no_system_d
 
 
 def _run_args(suite, tmp_path, data_root, *extra):
-    return ["run", "--suite", str(suite), "--data-root", str(data_root), "--out", str(tmp_path / "results"),
-            "--leaderboard-dir", str(tmp_path / "lb"), "--work-dir", str(tmp_path / "runs"), "--no-progress", *extra]  # fmt: skip
+    return [
+        "run",
+        "--suite",
+        str(suite),
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(tmp_path / "results"),
+        "--leaderboard-dir",
+        str(tmp_path / "lb"),
+        "--work-dir",
+        str(tmp_path / "runs"),
+        "--no-progress",
+        *extra,
+    ]
 
 
 BROKEN = {
     "syntax_error": ("def broken(:\n", "failed to import: SyntaxError"),
-    "missing_import": ("import numpy\nimport channelbench_no_such_module\n",
-                       "failed to import: line 2: ModuleNotFoundError: No module named 'channelbench_no_such_module'"),
-    "raises": ("from bench.registry import register\nfrom torch import nn\n"
-               "register('half_registered_net', lambda num_classes, in_chans: nn.Identity())\n"
-               "raise RuntimeError('the weights file is missing')\n",
-               "failed to import: line 4: RuntimeError: the weights file is missing"),
-    "name_clash": ("from bench.registry import register\nfrom torch import nn\n"
-                   "register('resnet20', lambda num_classes, in_chans: nn.Identity())\n",
-                   "registers model 'resnet20', which is already registered by baselines.resnet_cifar.resnet20; "
-                   "give the plugin's model another name"),
+    "missing_import": (
+        "import numpy\nimport channelbench_no_such_module\n",
+        "failed to import: line 2: ModuleNotFoundError: No module named 'channelbench_no_such_module'",
+    ),
+    "raises": (
+        "from bench.registry import register\nfrom torch import nn\n"
+        "register('half_registered_net', lambda num_classes, in_chans: nn.Identity())\n"
+        "raise RuntimeError('the weights file is missing')\n",
+        "failed to import: line 4: RuntimeError: the weights file is missing",
+    ),
+    "name_clash": (
+        "from bench.registry import register\nfrom torch import nn\n"
+        "register('resnet20', lambda num_classes, in_chans: nn.Identity())\n",
+        "registers model 'resnet20', which is already registered by baselines.resnet_cifar.resnet20; "
+        "give the plugin's model another name",
+    ),
     "registers_nothing": ("x = 1\n", "registered no model: its import must call bench.registry.register"),
-    "bad_builder": ("from bench.registry import register\nfrom torch import nn\n"
-                    "register('no_args_net', lambda: nn.Identity())\n",
-                    "the builder of 'no_args_net' cannot be called as builder(num_classes=..., in_chans=..., "
-                    "**defaults)"),
-    "wrong_in_chans": ("from bench.registry import register\nfrom torch import nn\n"
-                       "def rgb_only(num_classes, in_chans):\n"
-                       "    return nn.Sequential(nn.Conv2d(3, num_classes, 28), nn.Flatten())\n"
-                       "register('rgb_only_net', rgb_only)\n",
-                       "model 'rgb_only_net' from plugin {path} cannot be built for fashion_mnist (1, 28, 28): "
-                       "RuntimeError"),
-    "wrong_output": ("from bench.registry import register\nfrom torch import nn\n"
-                     "register('features_net', lambda num_classes, in_chans: nn.Conv2d(in_chans, 4, 3))\n",
-                     "model 'features_net' from plugin {path} returns shape (2, 4, 26, 26) for fashion_mnist"),
+    "bad_builder": (
+        "from bench.registry import register\nfrom torch import nn\n"
+        "register('no_args_net', lambda: nn.Identity())\n",
+        "the builder of 'no_args_net' cannot be called as builder(num_classes=..., in_chans=..., **defaults)",
+    ),
+    "wrong_in_chans": (
+        "from bench.registry import register\nfrom torch import nn\n"
+        "def rgb_only(num_classes, in_chans):\n"
+        "    return nn.Sequential(nn.Conv2d(3, num_classes, 28), nn.Flatten())\n"
+        "register('rgb_only_net', rgb_only)\n",
+        "model 'rgb_only_net' from plugin {path} cannot be built for fashion_mnist (1, 28, 28): RuntimeError",
+    ),
+    "wrong_output": (
+        "from bench.registry import register\nfrom torch import nn\n"
+        "register('features_net', lambda num_classes, in_chans: nn.Conv2d(in_chans, 4, 3))\n",
+        "model 'features_net' from plugin {path} returns shape (2, 4, 26, 26) for fashion_mnist",
+    ),
     "no_such_file": (None, "plugin {path}: no such file"),
-}  # fmt: skip
+}
 MODEL_OF = {"wrong_in_chans": "rgb_only_net", "wrong_output": "features_net"}
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_a_broken_plugin_gives_one_clear_error_and_leaves_the_store_untouched(case, tmp_path, fashion_root,
-                                                                             no_system_data, capsys):  # fmt: skip
+def test_a_broken_plugin_gives_one_clear_error_and_leaves_the_store_untouched(
+    case, tmp_path, fashion_root, no_system_data, capsys
+):
     body, expected = BROKEN[case]
     path = tmp_path / "broken_plugin.py"
     if body is not None:
@@ -180,8 +204,10 @@ def test_a_broken_entry_point_names_itself_and_the_fix(monkeypatch, tmp_path):
     _fake_entry_points(monkeypatch, tmp_path, "raise ImportError('needs cuda')\n", "ep_broken_module")
     with pytest.raises(plugins.PluginError) as e:
         plugins.load_entry_points()
-    assert str(e.value).startswith("plugin ep_broken_module (entry point 'demo' of an installed distribution) "
-                                   "failed to import: ImportError: needs cuda; fix it, or uninstall it")  # fmt: skip
+    assert str(e.value).startswith(
+        "plugin ep_broken_module (entry point 'demo' of an installed distribution) "
+        "failed to import: ImportError: needs cuda; fix it, or uninstall it"
+    )
 
 
 def test_a_user_suite_file_is_validated_like_a_builtin(tmp_path, fashion_root, no_system_data, capsys):

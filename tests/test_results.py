@@ -14,24 +14,66 @@ from bench.store.schema import SCHEMA_VERSION, Record, upgrade
 REPO = Path(__file__).resolve().parent.parent
 
 
-TRAINING = {"world_size": 1, "global_batch_size": 64, "batch_size_per_rank": 64, "lr": 0.1, "lr_scaling": "none",
-            "amp_dtype": None, "grad_scaler": False, "channels_last": False, "sync_bn": False, "backend": None}  # fmt: skip
+TRAINING = {
+    "world_size": 1,
+    "global_batch_size": 64,
+    "batch_size_per_rank": 64,
+    "lr": 0.1,
+    "lr_scaling": "none",
+    "amp_dtype": None,
+    "grad_scaler": False,
+    "channels_last": False,
+    "sync_bn": False,
+    "backend": None,
+}
 
 
 def record_body(seed=0, suite="tiny", top1=50.0, **changes) -> dict:
     body = {
-        "schema_version": SCHEMA_VERSION, "suite": suite, "suite_version": 1, "model": "resnet20",
-        "model_family": "resnet_cifar", "train_config": {"epochs": 1}, "config_hash": "a" * 64,
+        "schema_version": SCHEMA_VERSION,
+        "suite": suite,
+        "suite_version": 1,
+        "model": "resnet20",
+        "model_family": "resnet_cifar",
+        "train_config": {"epochs": 1},
+        "config_hash": "a" * 64,
         "dataset": "fashion_mnist",
-        "data": {"eval_digest": "b" * 64, "train_size": 10, "eval_size": 10, "input_shape": [1, 28, 28], "source": "x"},
-        "seed": seed, "status": "measured",
-        "metrics": {"top1_pct": top1, "top5_pct": 90.0, "eval_loss": 1.0, "params": 10, "static_macs": 100,
-                    "macs_counter": "test", "train_time_s": 1.0, "train_images_per_s": 10.0},
-        "environment": {"python": "3.11", "torch": "2", "cuda": None, "cudnn": None, "device": "cpu",
-                        "device_name": "cpu", "num_threads": 2, "platform": "linux", "channelbench": "0",
-                        "commit": None, "dirty": None},
-        "submitter": "test", "created_at": "2026-01-01T00:00:00+00:00", "training": TRAINING,
-    }  # fmt: skip
+        "data": {
+            "eval_digest": "b" * 64,
+            "train_size": 10,
+            "eval_size": 10,
+            "input_shape": [1, 28, 28],
+            "source": "x",
+        },
+        "seed": seed,
+        "status": "measured",
+        "metrics": {
+            "top1_pct": top1,
+            "top5_pct": 90.0,
+            "eval_loss": 1.0,
+            "params": 10,
+            "static_macs": 100,
+            "macs_counter": "test",
+            "train_time_s": 1.0,
+            "train_images_per_s": 10.0,
+        },
+        "environment": {
+            "python": "3.11",
+            "torch": "2",
+            "cuda": None,
+            "cudnn": None,
+            "device": "cpu",
+            "device_name": "cpu",
+            "num_threads": 2,
+            "platform": "linux",
+            "channelbench": "0",
+            "commit": None,
+            "dirty": None,
+        },
+        "submitter": "test",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "training": TRAINING,
+    }
     body.update(changes)
     return body
 
@@ -85,24 +127,46 @@ def test_older_records_are_still_read_and_upgrade_to_the_current_version(tmp_pat
     store.runs.mkdir(parents=True)
     store.path("tiny").write_text(json.dumps(v1) + "\n" + json.dumps(v2) + "\n")
     old1, old2 = store.read()
-    assert (old1.schema_version, old1.status, old1.verification, old1.training) == (1, "submitted", None, None)  # fmt: skip
+    assert (old1.schema_version, old1.status, old1.verification, old1.training) == (
+        1,
+        "submitted",
+        None,
+        None,
+    )
     assert (old2.schema_version, old2.training) == (2, None)
     # a plain version-2 run: one process, full precision, the config's batch and scaled lr
     training = Record.model_validate(upgrade(v2)).training
     assert training.model_dump(include={"world_size", "global_batch_size", "lr", "amp_dtype"}) == {
-        "world_size": 1, "global_batch_size": 128, "lr": 0.05, "amp_dtype": None}  # fmt: skip
+        "world_size": 1,
+        "global_batch_size": 128,
+        "lr": 0.05,
+        "amp_dtype": None,
+    }
     # version 2 kept a distributed or mixed-precision run's facts in model_info["training"]
-    ran = {"world_size": 2, "batch_size_per_rank": 32, "lr": 0.025, "amp_dtype": "float16", "channels_last": True,
-           "sync_bn": True}  # fmt: skip
+    ran = {
+        "world_size": 2,
+        "batch_size_per_rank": 32,
+        "lr": 0.025,
+        "amp_dtype": "float16",
+        "channels_last": True,
+        "sync_bn": True,
+    }
     upgraded = upgrade(_older(2, model_info={"layout": "x", "training": ran}))
     assert upgraded["model_info"] == {"layout": "x"} and upgraded["schema_version"] == SCHEMA_VERSION == 3
     training = Record.model_validate(upgraded).training
     assert training.model_dump(include={"world_size", "global_batch_size", "grad_scaler", "sync_bn"}) == {
-        "world_size": 2, "global_batch_size": 64, "grad_scaler": True, "sync_bn": True}  # fmt: skip
+        "world_size": 2,
+        "global_batch_size": 64,
+        "grad_scaler": True,
+        "sync_bn": True,
+    }
     assert Record.model_validate(upgrade(v1) | {"code_url": "https://x.org"}).training.world_size == 1
     with pytest.raises(ValidationError, match="version-2 field"):
-        make_record(schema_version=1, training=None,
-                    verification={"record_id": "d" * 16, "submitted": 1, "measured": 1, "tolerance": 1})  # fmt: skip
+        make_record(
+            schema_version=1,
+            training=None,
+            verification={"record_id": "d" * 16, "submitted": 1, "measured": 1, "tolerance": 1},
+        )
     with pytest.raises(ValidationError, match="version-3 field"):
         make_record(schema_version=2)
     with pytest.raises(ValidationError, match="needs training"):
@@ -113,7 +177,9 @@ def test_older_records_are_still_read_and_upgrade_to_the_current_version(tmp_pat
 
 
 def test_training_facts_must_add_up():
-    with pytest.raises(ValidationError, match="global_batch_size 64 != batch_size_per_rank 16 x world_size 2"):  # fmt: skip
+    with pytest.raises(
+        ValidationError, match="global_batch_size 64 != batch_size_per_rank 16 x world_size 2"
+    ):
         make_record(training={**TRAINING, "world_size": 2, "batch_size_per_rank": 16})
     with pytest.raises(ValidationError, match="gradient scaler"):
         make_record(training={**TRAINING, "amp_dtype": "bfloat16", "grad_scaler": True})
@@ -179,8 +245,15 @@ def test_a_batch_over_two_suites_cut_short_is_finished_by_the_next_reader(tmp_pa
     store.append([make_record(1, suite="a")])
     good_b = store.path("b").read_bytes()
     tmp_b = store.path("b").with_name("b.jsonl.tmp")
-    tmp_b.write_bytes(good_b + make_record(1, suite="b").model_copy(update={"store_version": 3}).with_id()
-                      .model_dump_json().encode() + b"\n")  # fmt: skip
+    tmp_b.write_bytes(
+        good_b
+        + make_record(1, suite="b")
+        .model_copy(update={"store_version": 3})
+        .with_id()
+        .model_dump_json()
+        .encode()
+        + b"\n"
+    )
     (store.runs / JOURNAL).write_text(json.dumps([[str(tmp_b), str(store.path("b"))]]))
     assert sorted((r.suite, r.seed) for r in store.read()) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
     assert not (store.runs / JOURNAL).exists() and not tmp_b.exists()

@@ -53,8 +53,17 @@ def snapshot(*folders: Path) -> dict[str, bytes]:
 
 
 def _cli(file, tmp_path, *extra):
-    return main(["submit", str(file), "--out", str(tmp_path / "results"),
-                 "--leaderboard-dir", str(tmp_path / "lb"), *extra])  # fmt: skip
+    return main(
+        [
+            "submit",
+            str(file),
+            "--out",
+            str(tmp_path / "results"),
+            "--leaderboard-dir",
+            str(tmp_path / "lb"),
+            *extra,
+        ]
+    )
 
 
 def test_a_valid_file_is_stored_as_one_version_and_shown(tmp_path, capsys):
@@ -118,59 +127,169 @@ def _case(name: str, tmp_path: Path):
     ok = quick_body(5)
     f = tmp_path / f"{name}.jsonl"
     cases = {
-        "missing_field": ([ok, _nested(quick_body(6), ["metrics", "top1_pct"], delete=True)], None, 2,
-                          "metrics", "top1_pct is missing"),
+        "missing_field": (
+            [ok, _nested(quick_body(6), ["metrics", "top1_pct"], delete=True)],
+            None,
+            2,
+            "metrics",
+            "top1_pct is missing",
+        ),
         "wrong_type": ([_nested(ok, ["metrics", "params"], "ten")], None, 1, "metrics.params", "wrong type"),
         "float_for_int": ([_nested(ok, ["seed"], 1.5)], None, 1, "seed", "wrong type"),
         "unknown_suite": ([quick_body(5, suite="nosuch")], None, 1, "suite", "unknown suite 'nosuch'"),
-        "unknown_dataset": ([quick_body(5, dataset="mnist3")], None, 1, "dataset", "unknown dataset 'mnist3'"),
-        "dataset_not_in_suite": ([quick_body(5, dataset="cifar10")], None, 1, "dataset", "not in suite 'quick'"),
+        "unknown_dataset": (
+            [quick_body(5, dataset="mnist3")],
+            None,
+            1,
+            "dataset",
+            "unknown dataset 'mnist3'",
+        ),
+        "dataset_not_in_suite": (
+            [quick_body(5, dataset="cifar10")],
+            None,
+            1,
+            "dataset",
+            "not in suite 'quick'",
+        ),
         "metric_out_of_range": ([quick_body(5, top1=101.0)], None, 1, "metrics.top1_pct", "out of range"),
-        "negative_loss": ([_nested(ok, ["metrics", "eval_loss"], -1.0)], None, 1, "metrics.eval_loss",
-                             "out of range"),
+        "negative_loss": (
+            [_nested(ok, ["metrics", "eval_loss"], -1.0)],
+            None,
+            1,
+            "metrics.eval_loss",
+            "out of range",
+        ),
         "top5_below_top1": ([quick_body(5, top1=95.0)], None, 1, "metrics", "top-5 includes top-1"),
-        "executed_above_static": ([_nested(ok, ["metrics", "executed_macs"],
-                                           {"mean": 500.0, "std": 0.0, "min": 500.0, "max": 500.0})],
-                                  None, 1, "metrics.executed_macs.max", "exceed"),
-        "nan": ([ok, quick_body(6)], {2: json.dumps(quick_body(6)).replace('"top1_pct": 80.0', '"top1_pct": NaN')},
-                2, "", "NaN"),
-        "infinity": ([ok], {1: json.dumps(ok).replace('"eval_loss": 1.0', '"eval_loss": -Infinity')}, 1, "",
-                     "not a number"),
-        "unknown_schema_version": ([quick_body(5, schema_version=4)], None, 1, "schema_version",
-                                   "not one this bench knows"),
-        "missing_schema_version": ([_nested(ok, ["schema_version"], delete=True)], None, 1, "schema_version", "missing"),
+        "executed_above_static": (
+            [
+                _nested(
+                    ok, ["metrics", "executed_macs"], {"mean": 500.0, "std": 0.0, "min": 500.0, "max": 500.0}
+                )
+            ],
+            None,
+            1,
+            "metrics.executed_macs.max",
+            "exceed",
+        ),
+        "nan": (
+            [ok, quick_body(6)],
+            {2: json.dumps(quick_body(6)).replace('"top1_pct": 80.0', '"top1_pct": NaN')},
+            2,
+            "",
+            "NaN",
+        ),
+        "infinity": (
+            [ok],
+            {1: json.dumps(ok).replace('"eval_loss": 1.0', '"eval_loss": -Infinity')},
+            1,
+            "",
+            "not a number",
+        ),
+        "unknown_schema_version": (
+            [quick_body(5, schema_version=4)],
+            None,
+            1,
+            "schema_version",
+            "not one this bench knows",
+        ),
+        "missing_schema_version": (
+            [_nested(ok, ["schema_version"], delete=True)],
+            None,
+            1,
+            "schema_version",
+            "missing",
+        ),
         "unknown_field": ([quick_body(5, top1_accuracy=80.0)], None, 1, "top1_accuracy", "unknown field"),
         "missing_code_url": ([quick_body(5, code_url=None)], None, 1, "code_url", "--code-url"),
-        "code_url_not_http": ([quick_body(5, code_url="javascript:alert(1)")], None, 1, "", "not an http(s) link"),
+        "code_url_not_http": (
+            [quick_body(5, code_url="javascript:alert(1)")],
+            None,
+            1,
+            "",
+            "not an http(s) link",
+        ),
         "status_verified": ([quick_body(5, status="verified")], None, 1, "status", "bench verify"),
-        "status_failed": ([quick_body(5, status="failed", failure_reason="x")], None, 1, "status", "cannot be submitted"),
-        "edited_config": ([_nested(ok, ["train_config", "lr"], 0.5)], None, 1, "config_hash", "does not match"),
-        "partial_config": ([_nested(ok, ["train_config", "flip"], delete=True)], None, 1, "train_config",
-                           "['flip']"),
+        "status_failed": (
+            [quick_body(5, status="failed", failure_reason="x")],
+            None,
+            1,
+            "status",
+            "cannot be submitted",
+        ),
+        "edited_config": (
+            [_nested(ok, ["train_config", "lr"], 0.5)],
+            None,
+            1,
+            "config_hash",
+            "does not match",
+        ),
+        "partial_config": (
+            [_nested(ok, ["train_config", "flip"], delete=True)],
+            None,
+            1,
+            "train_config",
+            "['flip']",
+        ),
         "config_typo": ([_nested(ok, ["train_config", "lr_typo"], 0.1)], None, 1, "train_config", "lr_typo"),
         "old_suite_version": ([quick_body(5, suite_version=9)], None, 1, "suite_version", "at version 1"),
         "bad_time": ([quick_body(5, created_at="yesterday")], None, 1, "created_at", "ISO 8601"),
         "duplicate_key": ([ok], {1: json.dumps(ok)[:-1] + ', "seed": 9}'}, 1, "seed", "appears twice"),
         "not_json": ([ok, ok], {2: "{'seed': 1}"}, 2, "", "not valid JSON"),
         "not_an_object": ([ok, ok], {2: "[1, 2]"}, 2, "", "JSON object, not a list"),
-        "pickle_bytes": ([ok], {1: b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x94."}, 1, "",
-                         "not UTF-8"),
-        "seed_twice_in_file": ([quick_body(5), quick_body(5, top1=70.0)], None, 2, "seed", "repeats the run of line 1"),
+        "pickle_bytes": (
+            [ok],
+            {1: b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x94."},
+            1,
+            "",
+            "not UTF-8",
+        ),
+        "seed_twice_in_file": (
+            [quick_body(5), quick_body(5, top1=70.0)],
+            None,
+            2,
+            "seed",
+            "repeats the run of line 1",
+        ),
         "duplicate_of_stored": ([quick_body(100)], None, 1, "", "a duplicate of stored record"),
         "seed_already_submitted": ([quick_body(100, top1=60.0)], None, 1, "seed", "already submitted"),
-    }  # fmt: skip
+    }
     bodies, raw, line, field, words = cases[name]
     return write_jsonl(f, bodies, raw), line, field, words
 
 
 CASES = [
-    "missing_field", "wrong_type", "float_for_int", "unknown_suite", "unknown_dataset", "dataset_not_in_suite",
-    "metric_out_of_range", "negative_loss", "top5_below_top1", "executed_above_static", "nan", "infinity",
-    "unknown_schema_version", "missing_schema_version", "unknown_field", "missing_code_url", "code_url_not_http",
-    "status_verified", "status_failed", "edited_config", "partial_config", "config_typo", "old_suite_version",
-    "bad_time", "duplicate_key", "not_json", "not_an_object", "pickle_bytes", "seed_twice_in_file",
-    "duplicate_of_stored", "seed_already_submitted",
-]  # fmt: skip
+    "missing_field",
+    "wrong_type",
+    "float_for_int",
+    "unknown_suite",
+    "unknown_dataset",
+    "dataset_not_in_suite",
+    "metric_out_of_range",
+    "negative_loss",
+    "top5_below_top1",
+    "executed_above_static",
+    "nan",
+    "infinity",
+    "unknown_schema_version",
+    "missing_schema_version",
+    "unknown_field",
+    "missing_code_url",
+    "code_url_not_http",
+    "status_verified",
+    "status_failed",
+    "edited_config",
+    "partial_config",
+    "config_typo",
+    "old_suite_version",
+    "bad_time",
+    "duplicate_key",
+    "not_json",
+    "not_an_object",
+    "pickle_bytes",
+    "seed_twice_in_file",
+    "duplicate_of_stored",
+    "seed_already_submitted",
+]
 
 
 @pytest.fixture
@@ -212,9 +331,22 @@ ANY_TYPED = {"model_args", "model_info", "train_config", "gates", "history", "re
 BASE = quick_body(3)
 BASE["metrics"] |= {
     "executed_macs": {"mean": 50.0, "std": 1.0, "min": 40.0, "max": 60.0},
-    "latency": [{"batch_size": 1, "median_ms": 2.0, "p10_ms": 1.5, "p90_ms": 2.5, "repeats": 10, "warmup": 1,
-                 "device": "cpu", "device_name": "x", "num_threads": 2, "timer": "t", "malloc_tuned": True}],
-}  # fmt: skip
+    "latency": [
+        {
+            "batch_size": 1,
+            "median_ms": 2.0,
+            "p10_ms": 1.5,
+            "p90_ms": 2.5,
+            "repeats": 10,
+            "warmup": 1,
+            "device": "cpu",
+            "device_name": "x",
+            "num_threads": 2,
+            "timer": "t",
+            "malloc_tuned": True,
+        }
+    ],
+}
 Record.model_validate(BASE)  # the base of every mutation is valid
 
 
@@ -264,7 +396,7 @@ mutation = st.one_of(
         st.just("nan"),
         st.sampled_from([p for p, v in LEAVES if isinstance(v, float)]),
         st.sampled_from([math.nan, math.inf, -math.inf]),
-    ),  # fmt: skip
+    ),
 )
 
 

@@ -91,7 +91,10 @@ def test_walkthrough(tmp_path, monkeypatch, capsys):
     assert "my_gate_resnet20" in listed
     executed = next(line for line in measured.splitlines() if line.startswith("| Executed MACs"))
     assert [c.strip() for c in executed.split("|")[1:-1]] == [
-        "Executed MACs, mean (min–max) over 64 images", "30.83M (30.83M–30.83M)", "– (no gates)"]  # fmt: skip
+        "Executed MACs, mean (min–max) over 64 images",
+        "30.83M (30.83M–30.83M)",
+        "– (no gates)",
+    ]
     assert "my_gate_resnet20 · fashion_mnist · seed 0: top-1" in quick and "executed" in quick
 
     mine_store = ResultStore("my_results")
@@ -101,7 +104,9 @@ def test_walkthrough(tmp_path, monkeypatch, capsys):
     assert record.metrics.executed_macs is not None and record.metrics.gate_network_macs == 13_568
     assert record.gates["gates"] == 336 and "aux_rate" in record.history[0]  # its aux loss was trained
     assert [(r.model, r.dataset) for r in mine_store.read("cifar")] == [
-        ("my_gate_resnet20", "cifar10"), ("my_gate_resnet20", "cifar100")]  # fmt: skip
+        ("my_gate_resnet20", "cifar10"),
+        ("my_gate_resnet20", "cifar100"),
+    ]
     assert {r.model: r.model_args for r in mine_store.read("my_suite")}["my_gate_resnet20"] == {
         "target_rate": 0.5
     }

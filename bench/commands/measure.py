@@ -63,8 +63,16 @@ def load_checkpoint(model: torch.nn.Module, path: str, name: str) -> None:
         raise ValueError(f"checkpoint {path} does not fit {registry.describe(name)}: {e}") from None
 
 
-def measure(models: list[str], data: ImageDataset, *, batch_sizes: tuple[int, ...] = (1, 64), device: str = "cpu",
-            min_run_time_s: float = 1.0, warmup: int = 3, checkpoint: str | None = None) -> list[Measured]:  # fmt: skip
+def measure(
+    models: list[str],
+    data: ImageDataset,
+    *,
+    batch_sizes: tuple[int, ...] = (1, 64),
+    device: str = "cpu",
+    min_run_time_s: float = 1.0,
+    warmup: int = 3,
+    checkpoint: str | None = None,
+) -> list[Measured]:
     """Measure each model on `data` (use `eval_batch` to pick the evaluation images)."""
     require_device(device)
     if checkpoint and len(models) != 1:
@@ -115,8 +123,9 @@ def _column(m: Measured, batch_sizes: tuple[int, ...]) -> list[str]:
     return column
 
 
-def measure_table(measured: list[Measured], data: ImageDataset, batch_sizes: tuple[int, ...],
-                  checkpoint: str | None = None) -> str:  # fmt: skip
+def measure_table(
+    measured: list[Measured], data: ImageDataset, batch_sizes: tuple[int, ...], checkpoint: str | None = None
+) -> str:
     """The caption, the table (GitHub markdown, so it pastes into an issue) and any counter warning."""
     rows = [
         "Parameters",
@@ -146,14 +155,23 @@ def measure_table(measured: list[Measured], data: ImageDataset, batch_sizes: tup
     for m in measured:
         diff = counters_disagree(m.metrics)
         if diff:
-            notes.append(f"note: {m.model}'s two static counters differ by {100 * diff:.1f}%: it runs matrix "
-                         "products outside conv/linear modules that one counter misses; check which")  # fmt: skip
+            notes.append(
+                f"note: {m.model}'s two static counters differ by {100 * diff:.1f}%: it runs matrix "
+                "products outside conv/linear modules that one counter misses; check which"
+            )
     return "\n".join([caption, "", table, *notes])
 
 
 def cmd_measure(args) -> None:
     data = eval_batch(load_dataset(args.dataset, args.data_root), args.eval_images)
     batch_sizes = tuple(args.batch_sizes)
-    measured = measure(args.models, data, batch_sizes=batch_sizes, device=args.device,
-                       min_run_time_s=args.min_run_time, warmup=args.warmup, checkpoint=args.checkpoint)  # fmt: skip
+    measured = measure(
+        args.models,
+        data,
+        batch_sizes=batch_sizes,
+        device=args.device,
+        min_run_time_s=args.min_run_time,
+        warmup=args.warmup,
+        checkpoint=args.checkpoint,
+    )
     print(measure_table(measured, data, batch_sizes, args.checkpoint))

@@ -198,9 +198,16 @@ def load_suite(name_or_path: str) -> Suite:
 # TrainConfig fields added after records were first stored (issue #7): left out of the hash while at their
 # defaults, so the hash of every earlier configuration stays what it was.
 _HASH_OMITS_AT_DEFAULT = {
-    "lr_scaling": "none", "base_batch_size": 256, "amp": False, "channels_last": False, "sync_bn": False,
-    "checkpoint_every_steps": 0, "crop_size": 224, "eval_resize_size": 256, "num_workers": 8,
-}  # fmt: skip
+    "lr_scaling": "none",
+    "base_batch_size": 256,
+    "amp": False,
+    "channels_last": False,
+    "sync_bn": False,
+    "checkpoint_every_steps": 0,
+    "crop_size": 224,
+    "eval_resize_size": 256,
+    "num_workers": 8,
+}
 
 
 def config_hash(config: dict[str, Any]) -> str:

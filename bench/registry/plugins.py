@@ -67,11 +67,15 @@ def load_file(path: str | os.PathLike) -> Plugin:
     path = Path(path)
     origin = str(path)
     if not path.is_file():
-        raise PluginError(f"plugin {origin}: no such file; pass the path of the .py file that registers "
-                          "your model (e.g. --plugin examples/my_method/my_method.py)")  # fmt: skip
+        raise PluginError(
+            f"plugin {origin}: no such file; pass the path of the .py file that registers "
+            "your model (e.g. --plugin examples/my_method/my_method.py)"
+        )
     if path.suffix != ".py":
-        raise PluginError(f"plugin {origin}: not a .py file; a plugin is a Python file whose import calls "
-                          "bench.registry.register(name, builder)")  # fmt: skip
+        raise PluginError(
+            f"plugin {origin}: not a .py file; a plugin is a Python file whose import calls "
+            "bench.registry.register(name, builder)"
+        )
     key = path.resolve()
     loaded = _FILE_PLUGINS.get(key)
     if loaded is not None:
@@ -141,15 +145,20 @@ def _register(origin: str, load: Callable[[], None], file: str | None, fix: str)
         try:
             load()
         except table.DuplicateModelError as e:
-            raise PluginError(f"plugin {origin} registers model {e.name!r}, which is already registered by "
-                              f"{e.owner}; give the plugin's model another name") from None  # fmt: skip
+            raise PluginError(
+                f"plugin {origin} registers model {e.name!r}, which is already registered by "
+                f"{e.owner}; give the plugin's model another name"
+            ) from None
         except (Exception, SystemExit) as e:
-            raise PluginError(f"plugin {origin} failed to import: {_where(e, file)}{type(e).__name__}: {e}; "
-                              f"{fix}") from e  # fmt: skip
+            raise PluginError(
+                f"plugin {origin} failed to import: {_where(e, file)}{type(e).__name__}: {e}; {fix}"
+            ) from e
         added = [name for name in table.entries() if name not in before]
         if not added:
-            raise PluginError(f"plugin {origin} registered no model: its import must call "
-                              "bench.registry.register(name, builder)")  # fmt: skip
+            raise PluginError(
+                f"plugin {origin} registered no model: its import must call "
+                "bench.registry.register(name, builder)"
+            )
         for name in added:
             _check_builder(table.entries()[name], origin)
     except PluginError:
@@ -176,5 +185,7 @@ def _check_builder(entry: table.ModelEntry, origin: str) -> None:
     try:
         signature.bind(num_classes=10, in_chans=3, **entry.defaults)
     except TypeError as e:
-        raise PluginError(f"plugin {origin}: the builder of {entry.name!r} cannot be called as "
-                          f"builder(num_classes=..., in_chans=..., **defaults): {e}") from None  # fmt: skip
+        raise PluginError(
+            f"plugin {origin}: the builder of {entry.name!r} cannot be called as "
+            f"builder(num_classes=..., in_chans=..., **defaults): {e}"
+        ) from None

@@ -94,8 +94,10 @@ class ResultStore:
                     raise StoreError(f"{path}:{number} is not a valid record: {e}") from None
                 version = record.store_version
                 if version is None or version < previous:
-                    raise StoreError(f"{path}:{number} has store_version {version} after {previous}: lines are "
-                                     "only ever appended by the store; restore the file from git")  # fmt: skip
+                    raise StoreError(
+                        f"{path}:{number} has store_version {version} after {previous}: lines are "
+                        "only ever appended by the store; restore the file from git"
+                    )
                 previous = version
                 if at is None or version <= at:
                     out.append(StoredLine(path, number, raw, record))

@@ -57,8 +57,10 @@ class Latency(_Strict):
     @model_validator(mode="after")
     def _ordered(self) -> Latency:
         if not self.p10_ms <= self.median_ms <= self.p90_ms:
-            raise ValueError(f"latency percentiles out of order: p10 {self.p10_ms} <= median {self.median_ms} "
-                             f"<= p90 {self.p90_ms} must hold")  # fmt: skip
+            raise ValueError(
+                f"latency percentiles out of order: p10 {self.p10_ms} <= median {self.median_ms} "
+                f"<= p90 {self.p90_ms} must hold"
+            )
         return self
 
 
@@ -107,8 +109,10 @@ class Metrics(_Strict):
         present = {k for pair in TASK_METRICS.values() for k in pair if getattr(self, k) is not None}
         tasks = [pair for pair in TASK_METRICS.values() if present & set(pair)]
         if len(tasks) != 1:
-            raise ValueError("metrics need top1_pct and top5_pct (classification) or miou_pct and pixel_acc_pct "
-                             "(segmentation), not both and not neither")  # fmt: skip
+            raise ValueError(
+                "metrics need top1_pct and top5_pct (classification) or miou_pct and pixel_acc_pct "
+                "(segmentation), not both and not neither"
+            )
         missing = [k for k in tasks[0] if k not in present]
         if missing:
             raise ValueError(
@@ -147,8 +151,10 @@ class TrainingRun(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> TrainingRun:
         if self.global_batch_size != self.batch_size_per_rank * self.world_size:
-            raise ValueError(f"global_batch_size {self.global_batch_size} != batch_size_per_rank "
-                             f"{self.batch_size_per_rank} x world_size {self.world_size}")  # fmt: skip
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} != batch_size_per_rank "
+                f"{self.batch_size_per_rank} x world_size {self.world_size}"
+            )
         if self.grad_scaler != (self.amp_dtype == "float16"):
             raise ValueError("a gradient scaler is used exactly with float16 autocast")
         return self
@@ -252,8 +258,12 @@ class Record(_Strict):
 
     def run_config(self) -> dict[str, Any]:
         """The configuration `config_hash` is the hash of (`bench.commands.runner.RunSpec.config`, as stored)."""
-        return {"model": self.model, "model_args": self.model_args, "dataset": self.dataset,
-                "train": self.train_config}  # fmt: skip
+        return {
+            "model": self.model,
+            "model_args": self.model_args,
+            "dataset": self.dataset,
+            "train": self.train_config,
+        }
 
     def content_id(self) -> str:
         """Identity of the record's content (everything but its id and store version)."""
@@ -283,11 +293,18 @@ def _training_of_v2(body: dict[str, Any], info: dict[str, Any]) -> dict[str, Any
     ran = info.pop("training", None) or {}
     batch, scaling, lr = cfg.batch_size, cfg.lr_scaling, cfg.scaled_lr
     world_size = ran.get("world_size", 1)
-    return {"world_size": world_size, "global_batch_size": ran.get("batch_size_per_rank", batch) * world_size,
-            "batch_size_per_rank": ran.get("batch_size_per_rank", batch), "lr": ran.get("lr", lr),
-            "lr_scaling": scaling, "amp_dtype": ran.get("amp_dtype"),
-            "grad_scaler": ran.get("amp_dtype") == "float16", "channels_last": ran.get("channels_last", False),
-            "sync_bn": ran.get("sync_bn", False), "backend": None}  # fmt: skip
+    return {
+        "world_size": world_size,
+        "global_batch_size": ran.get("batch_size_per_rank", batch) * world_size,
+        "batch_size_per_rank": ran.get("batch_size_per_rank", batch),
+        "lr": ran.get("lr", lr),
+        "lr_scaling": scaling,
+        "amp_dtype": ran.get("amp_dtype"),
+        "grad_scaler": ran.get("amp_dtype") == "float16",
+        "channels_last": ran.get("channels_last", False),
+        "sync_bn": ran.get("sync_bn", False),
+        "backend": None,
+    }
 
 
 # --- paper-reported numbers (results/paper/*.toml) ---------------------------------------------------

@@ -111,8 +111,16 @@ def _explain(error: dict) -> _Reject:
         return _Reject(_field(loc), f"wrong type or value: {error['msg'].lower()}, got {shown}")
     if kind == "finite_number":
         return _Reject(_field(loc), "not a finite number (NaN or infinity)")
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long",
-                "string_too_short", "string_too_long"):  # fmt: skip
+    if kind in (
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+        "too_short",
+        "too_long",
+        "string_too_short",
+        "string_too_long",
+    ):
         return _Reject(_field(loc), f"out of range: {error['msg'].lower()}, got {json.dumps(value)[:60]}")
     if kind == "value_error":  # a model validator: the message says which fields disagree
         return _Reject(_field(loc), str(error.get("ctx", {}).get("error", error["msg"])))
@@ -152,13 +160,19 @@ def check_record(body: dict[str, Any], submitter: str | None = None, code_url: s
         raise _Reject("schema_version", "missing (a required field)")
     if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
         known = ", ".join(map(str, READABLE_SCHEMA_VERSIONS))
-        raise _Reject("schema_version", f"version {json.dumps(version)} is not one this bench knows ({known}); "
-                                        f"write version {SCHEMA_VERSION} or upgrade channelbench")  # fmt: skip
+        raise _Reject(
+            "schema_version",
+            f"version {json.dumps(version)} is not one this bench knows ({known}); "
+            f"write version {SCHEMA_VERSION} or upgrade channelbench",
+        )
     body = {k: v for k, v in upgrade(body).items() if k not in ASSIGNED_BY_STORE}
     status = body.get("status")
     if status in ("verified", "failed"):
-        raise _Reject("status", f"{status!r} cannot be submitted: submit 'submitted' (or 'measured') records; "
-                                "records are verified by `bench verify`")  # fmt: skip
+        raise _Reject(
+            "status",
+            f"{status!r} cannot be submitted: submit 'submitted' (or 'measured') records; "
+            "records are verified by `bench verify`",
+        )
     if status == "measured":  # what `bench run` wrote elsewhere is, here, a submission
         body["status"] = "submitted"
     if submitter is not None:
@@ -179,30 +193,44 @@ def check_record(body: dict[str, Any], submitter: str | None = None, code_url: s
 
 def _check_against_harness(record: Record) -> None:
     if record.suite not in list_suites():
-        raise _Reject("suite", f"unknown suite {record.suite!r}; submissions go to a built-in suite "
-                               f"({', '.join(list_suites())})")  # fmt: skip
+        raise _Reject(
+            "suite",
+            f"unknown suite {record.suite!r}; submissions go to a built-in suite "
+            f"({', '.join(list_suites())})",
+        )
     suite = load_suite(record.suite)
     if record.suite_version != suite.version:
-        raise _Reject("suite_version", f"suite {suite.name!r} is at version {suite.version}, the record says "
-                                       f"{record.suite_version}; re-run it with the current suite")  # fmt: skip
+        raise _Reject(
+            "suite_version",
+            f"suite {suite.name!r} is at version {suite.version}, the record says "
+            f"{record.suite_version}; re-run it with the current suite",
+        )
     if record.dataset not in DATASETS:
         raise _Reject("dataset", f"unknown dataset {record.dataset!r}; known datasets: {', '.join(DATASETS)}")
     if record.dataset not in suite.datasets:
-        raise _Reject("dataset", f"dataset {record.dataset!r} is not in suite {suite.name!r} "
-                                 f"({', '.join(suite.datasets)})")  # fmt: skip
+        raise _Reject(
+            "dataset",
+            f"dataset {record.dataset!r} is not in suite {suite.name!r} ({', '.join(suite.datasets)})",
+        )
     _train_config(record.train_config)
     expected = config_hash(record.run_config())
     if record.config_hash != expected:
-        raise _Reject("config_hash", f"does not match the record's model, model_args, dataset and train_config "
-                                     f"(their hash is {expected[:16]}…); do not edit a record's configuration")  # fmt: skip
+        raise _Reject(
+            "config_hash",
+            f"does not match the record's model, model_args, dataset and train_config "
+            f"(their hash is {expected[:16]}…); do not edit a record's configuration",
+        )
     m = record.metrics
     if m.params < 1 or m.static_macs < 1:
         raise _Reject(
             "metrics.params" if m.params < 1 else "metrics.static_macs", "out of range: must be at least 1"
         )
     if m.executed_macs and m.executed_macs.max > m.static_macs * 1.001:
-        raise _Reject("metrics.executed_macs.max", f"out of range: {m.executed_macs.max:.0f} executed MACs exceed "
-                                                   f"the model's static MACs {m.static_macs}")  # fmt: skip
+        raise _Reject(
+            "metrics.executed_macs.max",
+            f"out of range: {m.executed_macs.max:.0f} executed MACs exceed "
+            f"the model's static MACs {m.static_macs}",
+        )
 
 
 # --- the file ------------------------------------------------------------------------------------
@@ -213,8 +241,9 @@ def run_key(record: Record) -> tuple:
     return (record.suite, record.model, record.config_hash, record.dataset, record.seed)
 
 
-def read_submission(path: str | Path, submitter: str | None = None, code_url: str | None = None,
-                    all_problems: bool = False) -> tuple[list[Record], list[int], list[Problem]]:  # fmt: skip
+def read_submission(
+    path: str | Path, submitter: str | None = None, code_url: str | None = None, all_problems: bool = False
+) -> tuple[list[Record], list[int], list[Problem]]:
     """Records of `path` (as they would be stored), their line numbers, and the problems found."""
     path = Path(path)
     if not path.is_file():
@@ -229,8 +258,11 @@ def read_submission(path: str | Path, submitter: str | None = None, code_url: st
         try:
             record = check_record(_parse_json(raw), submitter, code_url)
             if run_key(record) in first_line:
-                raise _Reject("seed", f"repeats the run of line {first_line[run_key(record)]} (same suite, model, "
-                                      "configuration, dataset and seed); submit each seed once")  # fmt: skip
+                raise _Reject(
+                    "seed",
+                    f"repeats the run of line {first_line[run_key(record)]} (same suite, model, "
+                    "configuration, dataset and seed); submit each seed once",
+                )
         except _Reject as e:
             problems.append(Problem(number, e.field, e.message))
             if not all_problems:
@@ -252,12 +284,24 @@ def duplicates(records: list[Record], numbers: list[int], stored: list[Record]) 
     for record, number in zip(records, numbers, strict=True):
         same = by_content.get(record.content_id())
         if same is not None:
-            problems.append(Problem(number, "", f"a duplicate of stored record {same.record_id} (store version "
-                                                f"{same.store_version}); it is already on the leaderboard"))  # fmt: skip
+            problems.append(
+                Problem(
+                    number,
+                    "",
+                    f"a duplicate of stored record {same.record_id} (store version "
+                    f"{same.store_version}); it is already on the leaderboard",
+                )
+            )
         elif run_key(record) in by_run:
             other = by_run[run_key(record)]
-            problems.append(Problem(number, "seed", f"seed {record.seed} of this configuration was already submitted "
-                                                    f"(record {other.record_id}); submit each seed once"))  # fmt: skip
+            problems.append(
+                Problem(
+                    number,
+                    "seed",
+                    f"seed {record.seed} of this configuration was already submitted "
+                    f"(record {other.record_id}); submit each seed once",
+                )
+            )
     return problems
 
 
@@ -270,16 +314,18 @@ def _reject(path: Path, problems: list[Problem]) -> SubmissionError:
     return SubmissionError(f"{path} {problems[0]}; nothing was stored{more}")
 
 
-def check_submission(path: str | Path, store: ResultStore, submitter: str | None = None,
-                     code_url: str | None = None) -> tuple[list[Record], list[Problem]]:  # fmt: skip
+def check_submission(
+    path: str | Path, store: ResultStore, submitter: str | None = None, code_url: str | None = None
+) -> tuple[list[Record], list[Problem]]:
     """Every problem of the file (for `--check`), without writing anything."""
     records, numbers, problems = read_submission(path, submitter, code_url, all_problems=True)
     problems += duplicates(records, numbers, store.read())
     return records, sorted(problems, key=lambda p: p.line)
 
 
-def submit(path: str | Path, store: ResultStore, submitter: str | None = None,
-           code_url: str | None = None) -> tuple[int, list[Record]]:  # fmt: skip
+def submit(
+    path: str | Path, store: ResultStore, submitter: str | None = None, code_url: str | None = None
+) -> tuple[int, list[Record]]:
     """Validate every record of `path` and append them all as one store version, or raise
     SubmissionError and write nothing. Returns the new store version and the stored records."""
     path = Path(path)
