@@ -20,7 +20,8 @@
   path of `bench run` is untouched.
 
 Each benchmark writes its numbers, the device, library versions, thread count, load average and date to
-`results/perf/<benchmark>-<name>.json` (the latest run per file); `perf_markdown` renders them.
+`results/perf/<benchmark>-<name>.json` (the latest run per file); `bench.report.perf_page` renders them
+(`bench leaderboard` writes `leaderboard/perf.md`).
 """
 
 from __future__ import annotations
@@ -514,83 +515,6 @@ def bench_suite(
         "budget_s": 15 * 60 if suite.name == "quick" else None,
         **_context(),
     }
-
-
-# --- markdown -------------------------------------------------------------------------------------------
-
-
-def _load(results_dir: str | Path) -> list[dict]:
-    root = Path(results_dir)
-    folder = root / "perf" if (root / "perf").is_dir() else root
-    found = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            found.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return found
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
-def _when(r: dict) -> str:
-    load = r.get("load_average") or ["?"]
-    return f"{r.get('date', '?')[:16]} · load {load[0]}"
-
-
-def perf_markdown(results_dir: str | Path) -> str:
-    """The `results/perf/*.json` benchmarks as a markdown section (empty string when there are none)."""
-    results = _load(results_dir)
-    if not results:
-        return ""
-    lines = ["## Performance of the harness", ""]
-    lines.append("Measured on a shared CPU; each ratio comes from one process, its repeats alternated. "
-                 "Load is the 1-minute load average when the benchmark finished.")  # fmt: skip
-    train = [r for r in results if r.get("benchmark") == "train"]
-    if train:
-        lines += ["", "### Training throughput: harness loop vs bare PyTorch loop (`bench perf train`)", "",
-                  "| model | batch | steps | threads | harness img/s | bare img/s | harness / bare | measured |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for r in train:
-            lines.append(
-                f"| {r['model']} | {r['train_config']['batch_size']} | {r['steps']} | {r['num_threads']} | "
-                f"{r['harness_median']:.0f} | {r['bare_median']:.0f} | {r['ratio_median']:.3f} | {_when(r)} |"
-            )
-    gated = [r for r in results if r.get("benchmark") == "gated"]
-    if gated:
-        lines += ["", "### Sparse inference of gated models (`bench perf gated`)", "",
-                  "MAC ratio = static / executed MACs; realised = masked dense latency / sparse latency; "
-                  "folding = dense / sparse path with every gate open (what BatchNorm folding alone buys).", "",
-                  "Interleaved: the same three timed call by call in turn (steadier on a shared CPU); "
-                  "sparsity alone = sparse with every gate open / sparse at the given sparsity.", "",
-                  "| model | input | batch | closed gates | MAC ratio | dense ms | sparse ms | realised | "
-                  "realised ÷ MAC | folding | realised ÷ MAC, interleaved | sparsity alone, interleaved | "
-                  "threads | measured |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for r in gated:
-            lines.append(
-                f"| {r['model']} | {'×'.join(map(str, r['input_shape']))} | {r['batch_size']} | "
-                f"{100 * r['closed_gate_fraction']:.0f}% | {r['mac_ratio']:.2f} | "
-                f"{statistics.median(r['dense_ms']):.2f} | {statistics.median(r['sparse_ms']):.2f} | "
-                f"{r['realised_ratio']:.2f} | {r['realised_over_mac']:.2f} | {r['dense_over_sparse_open']:.2f} | "
-                f"{_fmt(r.get('realised_over_mac_interleaved'))} | {_fmt(r.get('sparse_open_over_sparse_interleaved'))} | "
-                f"{r['num_threads']} | {_when(r)} |"
-            )
-    suites = [r for r in results if r.get("benchmark") == "suite"]
-    if suites:
-        lines += ["", "### Suite wall time by stage (`bench perf suite`)", "",
-                  "| suite | runs | wall s | training | evaluation | measurement | I/O | other | threads | measured |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for r in suites:
-            s = r["shares"]
-            lines.append(
-                f"| {r['suite']} | {r['runs']} | {r['wall_s']:.0f} | {100 * s['training']:.0f}% | "
-                f"{100 * s['evaluation']:.0f}% | {100 * s['measurement']:.0f}% | {100 * s['io']:.1f}% | "
-                f"{100 * (s['other'] + s['build_check']):.1f}% | {r['num_threads']} | {_when(r)} |"
-            )
-    return "\n".join(lines) + "\n"
 
 
 # --- command line ------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import pandas as pd
 from bench.data import DATASET_TASKS
 from bench.engine.config import Suite, SuiteError, list_suites, load_suite
 from bench.report.gate_figures import plot_gate_stats
+from bench.report.perf_page import perf_markdown  # the benchmarks of `bench perf`, under results/perf/
 from bench.report.plots import Point, plot_accuracy_macs
 from bench.store.results import ResultStore, digest_of, write_text_atomic
 from bench.store.schema import METRIC_LABELS, TASK_METRICS, PaperReference, Record
@@ -524,10 +525,6 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
                 )
     paper = out / "paper.md"
     write_text_atomic(paper, paper_markdown(references))
-    from bench.commands.perf import (
-        perf_markdown,  # the benchmarks of `bench perf`, stored under results/perf/
-    )
-
     perf = perf_markdown(store.root)
     if perf:
         written.append(out / "perf.md")

@@ -1,0 +1,126 @@
+"""The perf page: the benchmarks of `bench perf` (`bench.commands.perf`), read from the JSON files it
+writes under `results/perf/`, as markdown sections. `bench leaderboard` writes them to
+`leaderboard/perf.md`; this module only reads and renders, it runs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from bench.report.tables import markdown_table
+
+
+def load_results(results_dir: str | Path) -> list[dict]:
+    """The benchmark results in `results_dir/perf/` (or in `results_dir` itself), in file-name order;
+    unreadable files are skipped."""
+    root = Path(results_dir)
+    folder = root / "perf" if (root / "perf").is_dir() else root
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            found.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return found
+
+
+def _when(r: dict) -> str:
+    load = r.get("load_average") or ["?"]
+    return f"{r.get('date', '?')[:16]} · load {load[0]}"
+
+
+TRAIN_FORMATS = {"harness img/s": "{:.0f}", "bare img/s": "{:.0f}", "harness / bare": "{:.3f}"}
+
+
+def _train_rows(results: list[dict]) -> list[dict]:
+    return [
+        {
+            "model": r["model"],
+            "batch": r["train_config"]["batch_size"],
+            "steps": r["steps"],
+            "threads": r["num_threads"],
+            "harness img/s": r["harness_median"],
+            "bare img/s": r["bare_median"],
+            "harness / bare": r["ratio_median"],
+            "measured": _when(r),
+        }
+        for r in results
+    ]
+
+
+GATED_FORMATS = {"closed gates": "{:.0f}%"} | {
+    column: "{:.2f}"
+    for column in ("MAC ratio", "dense ms", "sparse ms", "realised", "realised ÷ MAC", "folding",
+                   "realised ÷ MAC, interleaved", "sparsity alone, interleaved")
+}  # fmt: skip
+
+
+def _gated_rows(results: list[dict]) -> list[dict]:
+    return [
+        {
+            "model": r["model"],
+            "input": "×".join(map(str, r["input_shape"])),
+            "batch": r["batch_size"],
+            "closed gates": 100 * r["closed_gate_fraction"],
+            "MAC ratio": r["mac_ratio"],
+            "dense ms": statistics.median(r["dense_ms"]),
+            "sparse ms": statistics.median(r["sparse_ms"]),
+            "realised": r["realised_ratio"],
+            "realised ÷ MAC": r["realised_over_mac"],
+            "folding": r["dense_over_sparse_open"],
+            "realised ÷ MAC, interleaved": r.get("realised_over_mac_interleaved"),  # older results lack
+            "sparsity alone, interleaved": r.get("sparse_open_over_sparse_interleaved"),  # the interleaved
+            "threads": r["num_threads"],
+            "measured": _when(r),
+        }
+        for r in results
+    ]
+
+
+SUITE_FORMATS = {"wall s": "{:.0f}", "training": "{:.0f}%", "evaluation": "{:.0f}%",
+                 "measurement": "{:.0f}%", "I/O": "{:.1f}%", "other": "{:.1f}%"}  # fmt: skip
+
+
+def _suite_rows(results: list[dict]) -> list[dict]:
+    return [
+        {
+            "suite": r["suite"],
+            "runs": r["runs"],
+            "wall s": r["wall_s"],
+            "training": 100 * r["shares"]["training"],
+            "evaluation": 100 * r["shares"]["evaluation"],
+            "measurement": 100 * r["shares"]["measurement"],
+            "I/O": 100 * r["shares"]["io"],
+            "other": 100 * (r["shares"]["other"] + r["shares"]["build_check"]),
+            "threads": r["num_threads"],
+            "measured": _when(r),
+        }
+        for r in results
+    ]
+
+
+def perf_markdown(results_dir: str | Path) -> str:
+    """The `results/perf/*.json` benchmarks as a markdown section (empty string when there are none)."""
+    results = load_results(results_dir)
+    if not results:
+        return ""
+    lines = ["## Performance of the harness", ""]
+    lines.append("Measured on a shared CPU; each ratio comes from one process, its repeats alternated. "
+                 "Load is the 1-minute load average when the benchmark finished.")  # fmt: skip
+    of = {kind: [r for r in results if r.get("benchmark") == kind] for kind in ("train", "gated", "suite")}
+    if of["train"]:
+        lines += ["", "### Training throughput: harness loop vs bare PyTorch loop (`bench perf train`)", "",
+                  markdown_table(_train_rows(of["train"]), TRAIN_FORMATS)]  # fmt: skip
+    if of["gated"]:
+        lines += ["", "### Sparse inference of gated models (`bench perf gated`)", "",
+                  "MAC ratio = static / executed MACs; realised = masked dense latency / sparse latency; "
+                  "folding = dense / sparse path with every gate open (what BatchNorm folding alone buys).", "",
+                  "Interleaved: the same three timed call by call in turn (steadier on a shared CPU); "
+                  "sparsity alone = sparse with every gate open / sparse at the given sparsity.", "",
+                  markdown_table(_gated_rows(of["gated"]), GATED_FORMATS)]  # fmt: skip
+    if of["suite"]:
+        lines += ["", "### Suite wall time by stage (`bench perf suite`)", "",
+                  markdown_table(_suite_rows(of["suite"]), SUITE_FORMATS)]  # fmt: skip
+    return "\n".join(lines) + "\n"
