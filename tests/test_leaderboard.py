@@ -61,6 +61,18 @@ def test_rows_show_mean_std_over_seeds(tmp_path):
     assert "65.00 ± 7.07" in row and re.search(r"\|\s+2\s+\|", row) and "`measured`" in row
 
 
+def test_rows_are_ranked_on_the_numbers_not_on_their_rendering(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    store.append([make_record(0, top1=9.5, model="resnet110"),  # "9.50" sorts after "10.00" as text
+                  make_record(0, top1=50.001), make_record(0, top1=50.004, model="resnet56"),  # both "50.00"
+                  make_record(0, top1=10.0, model="resnet32"), make_record(1, top1=11.0, model="resnet32")])  # fmt: skip
+    write_leaderboard(store, tmp_path / "lb", suite="tiny")
+    text = (tmp_path / "lb" / "tiny.md").read_text()
+    models = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| resnet")]
+    assert models == ["resnet56", "resnet20", "resnet32", "resnet110"]
+    assert "10.50 ± 0.71" in _row(text, "| resnet32") and "50.00 " in _row(text, "| resnet56")
+
+
 def test_a_distributed_or_mixed_precision_run_says_how_it_trained(tmp_path):
     from tests.test_results import TRAINING
 
@@ -112,10 +124,10 @@ def test_every_built_in_suite_gets_a_page_and_the_index_lists_versions(tmp_path)
     assert {"cifar.md", "fashion.md", "quick.md", "README.md", "paper.md"} <= written
     index = (tmp_path / "lb" / "README.md").read_text()
     assert "Store version 2, 2 records" in index
-    assert re.search(r"\| 2 \| 1 \| quick \| 1 submitted \| bo \|", index)
-    assert re.search(r"\| 1 \| 1 \| quick \| 1 measured \| test \|", index)
-    assert index.index("| 2 | 1 |") < index.index("| 1 | 1 |")  # newest first
-    assert "| [cifar](cifar.md) | 1 | cifar10, cifar100 | 0 of " in index
+    newest = re.search(r"\| 2 +\| 1 +\| quick +\| 1 submitted +\| bo +\|", index)
+    oldest = re.search(r"\| 1 +\| 1 +\| quick +\| 1 measured +\| test +\|", index)
+    assert newest and oldest and newest.start() < oldest.start()  # newest first
+    assert re.search(r"\| \[cifar\]\(cifar\.md\) +\| 1 +\| cifar10, cifar100 +\| 0 of ", index)
 
 
 def test_verified_records_badge_their_row_and_are_not_extra_seeds(tmp_path):

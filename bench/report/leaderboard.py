@@ -21,18 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean, stdev
 
-import pandas as pd
-
 from bench.data import DATASET_TASKS
 from bench.engine.config import Suite, SuiteError, list_suites, load_suite
 from bench.report.gate_figures import plot_gate_stats
 from bench.report.perf_page import perf_markdown  # the benchmarks of `bench perf`, under results/perf/
 from bench.report.plots import Point, plot_accuracy_macs
+from bench.report.tables import NONE, markdown_table
 from bench.store.results import ResultStore, digest_of, write_text_atomic
 from bench.store.schema import METRIC_LABELS, TASK_METRICS, PaperReference, Record
 
 NOT_RUN = "not yet run"
-NONE = "–"
 ROWS = ("measured", "submitted")  # verified records are re-runs: they mark rows, they are not rows
 
 
@@ -60,21 +58,34 @@ def columns_of(dataset: str) -> Columns:
     return COLUMNS[DATASET_TASKS.get(dataset, "classification")]
 
 
-def _millions(value: float | None, unit: str = "M") -> str:
-    if value is None:
-        return NONE
-    return f"{value / 1e9:.3f}G" if value >= 1e9 else f"{value / 1e6:.2f}{unit}"
+@dataclass(frozen=True)
+class MeanStd:
+    """A metric over seeds: its mean, and its standard deviation where there is more than one seed."""
+
+    mean: float
+    std: float | None
+
+    @classmethod
+    def of(cls, values: list[float]) -> MeanStd:
+        return cls(mean(values), stdev(values) if len(values) > 1 else None)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f}" if self.std is None else f"{self.mean:.2f} ± {self.std:.2f}"
 
 
-def _mean_std(values: list[float]) -> str:
-    return f"{mean(values):.2f} ± {stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+def _millions(value: float) -> str:
+    return f"{value / 1e9:.3f}G" if value >= 1e9 else f"{value / 1e6:.2f}M"
 
 
-def _latency_bs1(record: Record) -> str:
+def _paper_numbers(refs: list[tuple[int, float]]) -> str:
+    return "; ".join(f"{value:.2f} [{n}]" for n, value in refs)
+
+
+def _latency_bs1(record: Record) -> float | None:
     for lat in record.metrics.latency:
         if lat.batch_size == 1:
-            return f"{lat.median_ms:.2f}"
-    return NONE
+            return lat.median_ms
+    return None
 
 
 def _device(record: Record) -> str:
@@ -82,11 +93,11 @@ def _device(record: Record) -> str:
     return env.device_name if env.device == "cpu" else f"{env.device} ({env.device_name})"
 
 
-def _training(record: Record) -> str:
+def _training(record: Record) -> str | None:
     """How the run trained, where it was more than one process in full precision: "8 × 32, bfloat16, SyncBN"."""
     t = record.training
     if t is None:
-        return NONE
+        return None
     facts = [f"{t.world_size} × {t.batch_size_per_rank}", t.amp_dtype or "",
              "channels_last" if t.channels_last else "", "SyncBN" if t.sync_bn else ""]  # fmt: skip
     return ", ".join(f for f in facts if f)
@@ -159,14 +170,12 @@ def _reference_line(number: int, paper: str, ref: PaperReference) -> str:
             f"(shown as {shown}){extra}. Source: {ref.source}: “{ref.quote.strip()}”")  # fmt: skip
 
 
-def _paper_cells(
-    refs: list[tuple[int, PaperReference]], ours: list[float] | None, cols: Columns
-) -> dict[str, str]:
-    if not refs:
-        return {cols.paper_header: NONE, "Δ vs paper": NONE}
-    paper = "; ".join(f"{ref.our_value:.2f} [{n}]" for n, ref in refs)
-    delta = f"{mean(ours) - refs[0][1].our_value:+.2f}" if ours else NONE
-    return {cols.paper_header: paper, "Δ vs paper": delta}
+def _paper_cells(refs: list[tuple[int, PaperReference]], ours: list[float] | None, cols: Columns) -> dict:
+    """The paper's numbers (reference number, value) and our mean minus the first of them."""
+    return {
+        cols.paper_header: [(n, ref.our_value) for n, ref in refs] or None,
+        "Δ vs paper": mean(ours) - refs[0][1].our_value if refs and ours else None,
+    }
 
 
 def _status(group: Group) -> str:
@@ -180,7 +189,8 @@ def _status(group: Group) -> str:
     return " ".join(badges)
 
 
-def _row(label: str, group: Group, refs: References, dataset: str, training: bool) -> dict[str, str]:
+def _row(label: str, group: Group, refs: References, dataset: str, training: bool) -> dict:
+    """One row of raw values (numbers stay numbers until `_table_markdown` formats them)."""
     m = [r.metrics for r in group.records]
     first = group.records[0]
     cols = columns_of(dataset)
@@ -189,22 +199,22 @@ def _row(label: str, group: Group, refs: References, dataset: str, training: boo
     return {
         "Model": label,
         "Status": _status(group),
-        cols.header: _mean_std(ours),
-        "n": str(len(group.records)),
+        cols.header: MeanStd.of(ours),
+        "n": len(group.records),
         **_paper_cells(paper, ours, cols),
-        cols.second_header: _mean_std(group.values(cols.second)),
-        "Params": _millions(m[0].params),
-        "MACs": _millions(m[0].static_macs),
-        "Executed MACs": _millions(group.executed_macs),
-        "Gate MACs": _millions(m[0].gate_network_macs),
+        cols.second_header: MeanStd.of(group.values(cols.second)),
+        "Params": m[0].params,
+        "MACs": m[0].static_macs,
+        "Executed MACs": group.executed_macs,
+        "Gate MACs": m[0].gate_network_macs,
         "Latency bs1 (ms)": _latency_bs1(first),
         "Device": _device(first),
     } | ({"Training": _training(first)} if training else {})
 
 
-def _not_run_row(model: str, model_args: dict, refs: References, dataset: str) -> dict[str, str]:
+def _not_run_row(model: str, model_args: dict, refs: References, dataset: str) -> dict:
     cols = columns_of(dataset)
-    row = {"Model": model, "Status": NONE, cols.header: NOT_RUN, "n": "0"}
+    row = {"Model": model, "Status": NONE, cols.header: NOT_RUN, "n": 0}
     return row | _paper_cells(refs.matching(dataset, cols.metric, model, model_args, None), None, cols)
 
 
@@ -244,7 +254,7 @@ def group_records(records: list[Record], dataset: str) -> list[Group]:
 @dataclass
 class DatasetTable:
     dataset: str
-    rows: list[dict[str, str]]
+    rows: list[dict]  # raw values, in group order; `_table_markdown` sorts and formats them
     points: list[Point]
 
 
@@ -270,15 +280,26 @@ def dataset_table(dataset: str, records: list[Record], declared: list[str], decl
     return DatasetTable(dataset, rows, points)
 
 
-def _table_markdown(rows: list[dict[str, str]], cols: Columns) -> str:
+def _rank(row: dict, cols: Columns) -> tuple:
+    """Best headline mean first, then by model name; rows not yet run last."""
+    score = row[cols.header]
+    return (0, -score.mean, row["Model"]) if isinstance(score, MeanStd) else (1, 0.0, row["Model"])
+
+
+def _formats(cols: Columns) -> dict:
+    """How each column's numbers are shown (text cells are shown as they are, missing values as "–")."""
+    return {
+        cols.paper_header: _paper_numbers,
+        "Δ vs paper": "{:+.2f}",
+        **{column: _millions for column in ("Params", "MACs", "Executed MACs", "Gate MACs")},
+        "Latency bs1 (ms)": "{:.2f}",
+    }  # a MeanStd (the headline and second metric) shows as "mean ± std", a count as itself
+
+
+def _table_markdown(rows: list[dict], cols: Columns) -> str:
     if not rows:
         return "_no runs yet_"
-    table = pd.DataFrame(rows).fillna(NONE)
-    score = table[cols.header].map(lambda s: -1.0 if s == NOT_RUN else float(s.split(" ")[0]))
-    table = table.assign(_score=score).sort_values(
-        ["_score", "Model"], ascending=[False, True], kind="stable"
-    )
-    return table.drop(columns="_score").to_markdown(index=False, disable_numparse=True)
+    return markdown_table(sorted(rows, key=lambda row: _rank(row, cols)), _formats(cols))
 
 
 def plot_name(suite: str, dataset: str) -> str:
@@ -400,38 +421,48 @@ def index_markdown(suites: dict[str, Suite | None], records: list[Record], versi
         "Paper-reported numbers and their sources: [paper.md](paper.md); benchmarks of the harness "
         "itself (training overhead, sparse inference of gated models): [perf.md](perf.md).",
         "",
-        "| Suite | Suite version | Datasets | Models we ran | Records | Submitted | Verified | Newest record |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for suite in suites:
         recs = [r for r in records if r.suite == suite]
         declared = suites[suite]
         datasets = sorted(set(declared.datasets if declared else []) | {r.dataset for r in recs})
-        suite_version = declared.version if declared else max((r.suite_version for r in recs), default=NONE)
         status = Counter(r.status for r in recs)
         run = len({r.model for r in recs if r.status == "measured"})
-        of = f" of {len(declared.models)}" if declared else ""
-        lines.append(f"| [{suite}]({suite}.md) | {suite_version} | {', '.join(datasets)} | {run}{of} | {len(recs)} "
-                     f"| {status['submitted']} | {status['verified']} "
-                     f"| {max((r.created_at for r in recs), default=NONE)} |")  # fmt: skip
+        rows.append({
+            "Suite": f"[{suite}]({suite}.md)",
+            "Suite version": declared.version if declared else max((r.suite_version for r in recs), default=None),
+            "Datasets": ", ".join(datasets),
+            "Models we ran": f"{run} of {len(declared.models)}" if declared else run,
+            "Records": len(recs),
+            "Submitted": status["submitted"],
+            "Verified": status["verified"],
+            "Newest record": max((r.created_at for r in recs), default=None),
+        })  # fmt: skip
     lines += [
+        markdown_table(rows),
         "",
         "## Versions",
         "",
         "Each accepted batch of records (a finished run, a submission, a verification) is one store "
         "version; `bench leaderboard --at VERSION` rebuilds the leaderboard as it was after it.",
         "",
-        "| Version | Records | Suites | Added | Submitters | Newest record |",
-        "|---|---|---|---|---|---|",
     ]
     by_version = defaultdict(list)
     for r in records:
         by_version[r.store_version].append(r)
-    for v in sorted(by_version, reverse=True):
-        recs = by_version[v]
-        added = ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in recs).items()))
-        lines.append(f"| {v} | {len(recs)} | {', '.join(sorted({r.suite for r in recs}))} | {added} "
-                     f"| {', '.join(sorted({r.submitter for r in recs}))} | {max(r.created_at for r in recs)} |")  # fmt: skip
+    rows = [
+        {
+            "Version": v,
+            "Records": len(recs),
+            "Suites": ", ".join(sorted({r.suite for r in recs})),
+            "Added": ", ".join(f"{n} {s}" for s, n in sorted(Counter(r.status for r in recs).items())),
+            "Submitters": ", ".join(sorted({r.submitter for r in recs})),
+            "Newest record": max(r.created_at for r in recs),
+        }
+        for v, recs in sorted(by_version.items(), reverse=True)
+    ]
+    lines.append(markdown_table(rows) if rows else "_no records yet_")
     return "\n".join(lines) + "\n"
 
 
@@ -465,7 +496,7 @@ def paper_markdown(references: list[tuple[str, PaperReference]]) -> str:
             for paper, ref in sorted(confirmed, key=lambda pr: (pr[1].model, pr[1].metric, pr[0]))
             if ref.dataset == dataset
         ]
-        lines += ["", f"## {dataset}", "", pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)]
+        lines += ["", f"## {dataset}", "", markdown_table(rows)]
     return "\n".join(lines) + "\n"
 
 
