@@ -39,7 +39,6 @@ source = "recollection"
 
 [[result]]
 model = "se_resnet50"
-model_args = { layout = "v1" }
 dataset = "cifar10"
 metric = "top1_pct"
 value = 77.0
@@ -103,7 +102,9 @@ def test_confirmed_numbers_are_shown_with_the_delta_and_unconfirmed_ones_are_not
     store.append([make_record(0, suite="s", dataset="cifar10", top1=90.0),
                   make_record(0, suite="s", dataset="cifar100", top1=60.0),
                   make_record(0, suite="s", dataset="cifar10", model="se_resnet50", model_family="se_resnet",
-                              model_info={"layout": "v1.5"})])  # fmt: skip
+                              model_info={"layout": "v1.5"}),
+                  make_record(0, suite="s", dataset="cifar10", model="se_resnet50", model_family="se_resnet",
+                              model_info={"layout": "v1"}, config_hash="c" * 64)])  # fmt: skip
     write_leaderboard(store, tmp_path / "lb", suite="s")
     text = (tmp_path / "lb" / "s.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| resnet20") and "90.00" in line)
@@ -112,8 +113,11 @@ def test_confirmed_numbers_are_shown_with_the_delta_and_unconfirmed_ones_are_not
         "1. He et al. 2016, Table 6: `resnet20` on cifar10, top-1 error 8.75% (shown as top-1 91.25%)" in text
     )
     assert "67.00" not in text and "33.0" not in text  # the unconfirmed CIFAR-100 number stays out
-    se = next(line for line in text.splitlines() if line.startswith("| se_resnet50"))
-    assert "77.00" not in se  # a v1 number is not shown beside a v1.5 model
+    # the v1 number names the model and no arguments: only the layout its builder recorded tells them apart
+    v15 = next(line for line in text.splitlines() if line.startswith("| se_resnet50 (config aaaaaaaa)"))
+    v1 = next(line for line in text.splitlines() if line.startswith("| se_resnet50 (config cccccccc)"))
+    assert "77.00" not in v15  # a v1 number is not shown beside a v1.5 model
+    assert re.search(r"\| 77\.00 \[\d\] +\| -27\.00 ", v1)  # but beside a v1 one
     paper = (tmp_path / "lb" / "paper.md").read_text()
     assert "91.25" in paper and "67.00" not in paper and "1 further number(s)" in paper
 
