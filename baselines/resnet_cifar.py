@@ -26,7 +26,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.registry import register
+from baselines.slots import GateSlot, apply_mask, fold_projection
+from bench import sparse
+from bench.registry import register_model
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -50,44 +52,109 @@ class ZeroPadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
 
 
-class BasicBlock(nn.Module):
-    expansion = 1
+SHORTCUTS = ("A", "B")  # where the shape changes: zero-pad (no parameters) or 1×1 conv + norm
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+
+class BasicBlock(GateSlot, nn.Module):
+    """He et al.'s basic block: conv1-BN-ReLU, conv2-BN, `attn`, + shortcut, ReLU.
+
+    Slots (`baselines.slots`): `conv_layer` (the two 3×3 convs), `norm_layer`, `attn_layer` (after bn2,
+    before the addition), `gate_layer` (masks at "conv1", "conv2" or "branch"). `shortcut` is the
+    option used where the shape changes: "A" zero-pads, "B" projects with a 1×1 conv + norm.
+    """
+
+    expansion = 1
+    convs = ("conv1", "conv2")
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: str = "A",
+        conv_layer=conv3x3,
+        norm_layer=nn.BatchNorm2d,
+        attn_layer=None,
+        gate_layer=None,
+    ):
         super().__init__()
-        self.conv1 = conv3x3(in_planes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUTS}, not {shortcut!r}")
+        self.conv1 = conv_layer(in_planes, planes, stride)
+        self.bn1 = norm_layer(planes)
+        self.conv2 = conv_layer(planes, planes, 1)
+        self.bn2 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
-        if stride != 1 or in_planes != planes:
+        if stride == 1 and in_planes == planes:
+            self.shortcut = nn.Identity()
+        elif shortcut == "A":
             self.shortcut = ZeroPadShortcut(in_planes, planes, stride)
         else:
-            self.shortcut = nn.Identity()
+            self.shortcut = nn.Sequential(conv1x1(in_planes, planes, stride), norm_layer(planes))
+        self.attn = attn_layer(planes) if attn_layer is not None else nn.Identity()
+        self.init_gate(gate_layer)
 
     def forward(self, x: Tensor) -> Tensor:
+        masks = self.masks(x)
         identity = self.shortcut(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out = apply_mask(self.relu(self.bn1(self.conv1(x))), masks, "conv1")
+        out = apply_mask(self.attn(self.bn2(self.conv2(out))), masks, "conv2")
+        return self.relu(apply_mask(out, masks, "branch") + identity)
+
+    def sparse_parameters(self) -> dict:
+        folded = sparse.fold_block(self, 2)
+        folded["shortcut"] = fold_projection(self.shortcut)
+        return folded
+
+    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
+        return sparse_basic(self, x, self.shortcut, folded)
+
+
+def sparse_basic(block: nn.Module, x: Tensor, shortcut: nn.Module | None, folded: dict) -> Tensor:
+    """One sample through a basic block (CIFAR or ImageNet), computing only the open channels."""
+    is_open, idx = block.sparse_indices(x)
+    if folded["shortcut"] is not None:
+        identity = sparse.conv(folded["shortcut"], x)
+    else:
+        identity = x if shortcut is None else shortcut(x)
+    if not is_open:
+        return block.relu(identity)
+    out = block.relu(sparse.conv(folded["conv1"], x, idx["conv1"]))
+    out = sparse.conv(folded["conv2"], out, idx["conv2"], idx["conv1"])
+    return block.relu(sparse.scatter_add(identity, idx["conv2"], out))
 
 
 LAYOUTS = ("v1", "v1.5")  # bottleneck stride on the first 1×1 (He et al.'s code) or on the 3×3
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(GateSlot, nn.Module):
     """Pre-activation bottleneck unit of He et al. 2016b (Fig. 1b / Fig. 5): the residual branch is
     BN-ReLU-conv1 (1×1), BN-ReLU-conv2 (3×3), BN-ReLU-conv3 (1×1, ×4 channels); nothing after the addition.
 
     `planes` is the bottleneck width; the unit outputs `planes * 4` channels. `layout` says which conv of
-    a strided unit carries the stride ("v1": conv1, the authors' code; "v1.5": conv2). When the shape changes,
-    `shortcut` is a 1×1 projection applied to the pre-activated input (as in the authors' code);
+    a strided unit carries the stride ("v1": conv1, the authors' code; "v1.5": conv2). When the shape
+    changes, `shortcut` is a 1×1 projection applied to the pre-activated input (as in the authors' code);
     otherwise it is None and the input itself is added.
+
+    Slots: `attn_bn1` after bn1, before its ReLU (in the network's first unit this BN-ReLU pre-activates
+    the stem conv: CE's stem position); `attn_bn3` after bn3, before its ReLU and conv3 (the unit's last
+    norm: CE's position); `attn` on conv3's output, before the addition (SE's position, from
+    `attn_layer`); all nn.Identity when unused. `gate_layer`: masks at "conv1" / "conv2" (after the
+    BN-ReLU that pre-activates the next conv, so it reads exact zeros), "conv3" (its output) or "branch".
     """
 
     expansion = 4
+    convs = ("conv1", "conv2", "conv3")
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, layout: str = "v1"):
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        layout: str = "v1",
+        attn_layer=None,
+        gate_layer=None,
+    ):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS} (where the stride goes), not {layout!r}")
@@ -102,17 +169,38 @@ class PreActBottleneck(nn.Module):
         self.shortcut = (
             conv1x1(in_planes, out_planes, stride) if stride != 1 or in_planes != out_planes else None
         )
-
-    def residual(self, preact: Tensor) -> Tensor:
-        """The branch after the first BN-ReLU: conv1, BN-ReLU, conv2, BN-ReLU, conv3."""
-        out = self.conv1(preact)
-        out = self.conv2(self.relu(self.bn2(out)))
-        return self.conv3(self.relu(self.bn3(out)))
+        self.attn_bn1 = nn.Identity()
+        self.attn_bn3 = nn.Identity()
+        self.attn = attn_layer(out_planes) if attn_layer is not None else nn.Identity()
+        self.init_gate(gate_layer)
 
     def forward(self, x: Tensor) -> Tensor:
+        masks = self.masks(x)
+        preact = self.relu(self.attn_bn1(self.bn1(x)))
+        identity = x if self.shortcut is None else self.shortcut(preact)
+        out = apply_mask(self.relu(self.bn2(self.conv1(preact))), masks, "conv1")
+        out = apply_mask(self.relu(self.attn_bn3(self.bn3(self.conv2(out)))), masks, "conv2")
+        out = apply_mask(self.attn(self.conv3(out)), masks, "conv3")
+        return apply_mask(out, masks, "branch") + identity
+
+    def sparse_parameters(self) -> dict:
+        return {
+            "conv1": sparse.fold(self.conv1, self.bn2),
+            "conv2": sparse.fold(self.conv2, self.bn3),
+            "conv3": sparse.fold(self.conv3),
+        }
+
+    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
+        """One sample, only the open channels (BN folded into the conv it follows)."""
+        is_open, idx = self.sparse_indices(x)
         preact = self.relu(self.bn1(x))
         identity = x if self.shortcut is None else self.shortcut(preact)
-        return self.residual(preact) + identity
+        if not is_open:
+            return identity
+        out = self.relu(sparse.conv(folded["conv1"], preact, idx["conv1"]))
+        out = self.relu(sparse.conv(folded["conv2"], out, idx["conv2"], idx["conv1"]))
+        out = sparse.conv(folded["conv3"], out, idx["conv3"], idx["conv2"])
+        return sparse.scatter_add(identity, idx["conv3"], out)
 
 
 def make_stages(
@@ -139,10 +227,36 @@ def init_weights(model: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
-class CifarResNet(nn.Module):
-    """Stem, three stages of `depth_per_stage` blocks at widths `widths`, pooling, classifier.
+class _Network(nn.Module):
+    """What both CIFAR networks share: stages `layer1..3`, `forward = head(stages(stem(x)))`."""
 
-    `block_kwargs` go to every block (e.g. SE's reduction, a gate's width).
+    def stages(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3]
+
+    def forward_stages(self, x: Tensor) -> Tensor:
+        for stage in self.stages():
+            x = stage(x)
+        return x
+
+    def stage_outputs(self, x: Tensor) -> list[Tensor]:
+        """The output of every stage, after the stem."""
+        outs = []
+        x = self.forward_stem(x)
+        for stage in self.stages():
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_stages(self.forward_stem(x)))
+
+
+class CifarResNet(_Network):
+    """Stem (conv-BN-ReLU, `stem_attn` after the BN), three stages of `depth_per_stage` blocks at widths
+    `widths`, pooling, classifier.
+
+    `block_kwargs` go to every block (the slots: SE's attention, a gate, the shortcut option);
+    `conv_layer` and `norm_layer` build the stem's and the basic blocks' 3×3 convs and norms.
     """
 
     def __init__(
@@ -153,27 +267,36 @@ class CifarResNet(nn.Module):
         in_chans: int = 3,
         widths: tuple[int, int, int] = (16, 32, 64),
         block_kwargs: dict | None = None,
+        conv_layer=conv3x3,
+        norm_layer=nn.BatchNorm2d,
     ):
         super().__init__()
-        self.conv1 = conv3x3(in_chans, widths[0])
-        self.bn1 = nn.BatchNorm2d(widths[0])
+        block_kwargs = dict(block_kwargs or {})
+        if conv_layer is not conv3x3:
+            block_kwargs["conv_layer"] = conv_layer
+        if norm_layer is not nn.BatchNorm2d:
+            block_kwargs["norm_layer"] = norm_layer
+        self.conv1 = conv_layer(in_chans, widths[0], 1)
+        self.bn1 = norm_layer(widths[0])
         self.relu = nn.ReLU(inplace=True)
-        stages, in_planes = make_stages(block, depth_per_stage, widths[0], widths, **(block_kwargs or {}))
+        stages, in_planes = make_stages(block, depth_per_stage, widths[0], widths, **block_kwargs)
         self.layer1, self.layer2, self.layer3 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
         init_weights(self)
+        self.stem_attn = nn.Identity()  # a slot after the stem's BN (CE fills it)
+
+    def forward_stem(self, x: Tensor) -> Tensor:
+        return self.relu(self.stem_attn(self.bn1(self.conv1(x))))
 
     def forward_features(self, x: Tensor) -> Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        return self.layer3(self.layer2(self.layer1(x)))
+        return self.forward_stages(self.forward_stem(x))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.avgpool(self.forward_features(x)).flatten(1)
-        return self.fc(x)
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.fc(self.avgpool(x).flatten(1))
 
 
-class PreActCifarResNet(nn.Module):
+class PreActCifarResNet(_Network):
     """He et al. 2016b: stem conv (no BN-ReLU), three stages of pre-activation units, BN-ReLU, pooling,
     classifier. `widths` are the bottleneck widths; stage outputs are `widths * block.expansion`.
     """
@@ -198,29 +321,56 @@ class PreActCifarResNet(nn.Module):
         init_weights(self)
         nn.init.zeros_(self.fc.bias)  # as the authors' code does
 
+    def forward_stem(self, x: Tensor) -> Tensor:
+        return self.conv1(x)
+
     def forward_features(self, x: Tensor) -> Tensor:
-        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
-        return self.relu(self.bn(x))
+        return self.relu(self.bn(self.forward_stages(self.forward_stem(x))))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.avgpool(self.forward_features(x)).flatten(1)
-        return self.fc(x)
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.fc(self.avgpool(self.relu(self.bn(x))).flatten(1))
 
 
-def _cifar_resnet(depth: int):
+def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
+    """The basic-block CIFAR ResNet of depth 6n + 2 (`kwargs` go to `CifarResNet`)."""
     if (depth - 2) % 6:
         raise ValueError(f"a basic-block CIFAR ResNet has depth 6n+2, not {depth}")
-
-    def builder(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
-        model = CifarResNet(BasicBlock, (depth - 2) // 6, num_classes, in_chans, **kwargs)
-        model.bench_info = {"block": "basic", "shortcut": "A (zero-pad)"}
-        return model
-
-    builder.__name__ = builder.__qualname__ = f"resnet{depth}"
-    builder.__doc__ = f"CIFAR ResNet-{depth}: basic blocks, {(depth - 2) // 6} per stage, option-A shortcuts."
-    return builder
+    model = CifarResNet(BasicBlock, (depth - 2) // 6, num_classes, in_chans, **kwargs)
+    model.bench_info = {"block": "basic", "shortcut": "A (zero-pad)"}
+    return model
 
 
+@register_model
+def resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
+    """CIFAR ResNet-20: basic blocks, 3 per stage, option-A shortcuts."""
+    return cifar_resnet(20, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def resnet32(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
+    """CIFAR ResNet-32: basic blocks, 5 per stage, option-A shortcuts."""
+    return cifar_resnet(32, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def resnet44(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
+    """CIFAR ResNet-44: basic blocks, 7 per stage, option-A shortcuts."""
+    return cifar_resnet(44, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def resnet56(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
+    """CIFAR ResNet-56: basic blocks, 9 per stage, option-A shortcuts."""
+    return cifar_resnet(56, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def resnet110(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
+    """CIFAR ResNet-110: basic blocks, 18 per stage, option-A shortcuts."""
+    return cifar_resnet(110, num_classes, in_chans, **kwargs)
+
+
+@register_model
 def resnet164(num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kwargs) -> PreActCifarResNet:
     """Pre-activation CIFAR ResNet-164 (He et al. 2016b): bottleneck units, 18 per stage."""
     block_kwargs = {"layout": layout, **kwargs.pop("block_kwargs", {})}
@@ -233,8 +383,3 @@ def resnet164(num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kw
         "shortcut": "B (1x1 projection)",
     }
     return model
-
-
-for _depth in (20, 32, 44, 56, 110):
-    register(f"resnet{_depth}", _cifar_resnet(_depth))
-register("resnet164", resnet164)

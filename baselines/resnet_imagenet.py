@@ -1,8 +1,12 @@
 """ImageNet ResNets of He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, Table 1:
 ResNet-18/34 (basic blocks) and ResNet-50/101 (bottleneck blocks), as torchvision defines them.
 
-The networks are torchvision's own `ResNet`, `BasicBlock` and `Bottleneck`; this module adds only what
-the benchmark needs around them:
+The blocks and the network are torchvision's (`torchvision.models.resnet`, v0.29), restated with slots
+(`baselines.slots`): the same parameter names (conv1, bn1, layer1.0.conv1, ..., downsample.0/.1, fc),
+so torchvision's weight files load, and the same construction and initialisation order (stem, then per
+stage the downsample projection before the first block, then pooling and classifier, then one pass of
+kaiming_normal_(fan_out, relu) over the convs and 1/0 over the norms), so a seeded model is
+bit-identical to torchvision's. Beyond torchvision:
 - the bottleneck layout. torchvision puts the stride of a down-sampling bottleneck on its 3×3 conv
   ("v1.5", from fb.resnet.torch; ResNet-50 4.089G MACs). The paper's Caffe models put it on the first
   1×1 ("v1"; 3.858G MACs, the "3.8×10⁹ FLOPs" of the paper's Table 1). `resnet50` / `resnet101` are
@@ -11,32 +15,160 @@ the benchmark needs around them:
 - `in_chans`: a stem for other than 3 input channels.
 - `widths`: the output widths of the stem and the four stages (`planes` of torchvision, default
   64/128/256/512), for ResNet-Wider, which scales every layer.
+- `replace_stride_with_dilation` as torchvision's (PSPNet's output stride 8), `stage_outputs(x)` (the
+  four stages' features) and `features_only=True` (forward returns them: a segmentation backbone).
 The names `resnet18/34/50/101` are also timm model names; `timm.create_model` keeps giving timm's own.
 """
 
 from __future__ import annotations
 
-from torch import nn
-from torchvision.models import resnet as tv
+from torch import Tensor, nn
 
-from bench.registry import register
+from baselines.resnet_cifar import sparse_basic
+from baselines.slots import GateSlot, apply_mask, fold_projection, replay_init_draw
+from bench import sparse
+from bench.registry import register_model
 
 TORCHVISION_WIDTHS = (64, 128, 256, 512)
 LAYOUTS = ("v1", "v1.5")
 
 
-class BottleneckV1(tv.Bottleneck):
-    """torchvision's bottleneck with the stride moved from the 3×3 to the first 1×1 (He et al.'s layout)."""
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, *args, **kwargs):
-        super().__init__(inplanes, planes, stride, *args, **kwargs)
-        if stride != 1:
-            self.conv1 = tv.conv1x1(inplanes, self.conv1.out_channels, stride)
-            self.conv2.stride = (1, 1)
+def conv3x3(
+    in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1
+) -> nn.Conv2d:
+    return nn.Conv2d(
+        in_planes, out_planes, 3, stride, padding=dilation, groups=groups, bias=False, dilation=dilation
+    )
 
 
-class ImageNetResNet(tv.ResNet):
-    """torchvision's ResNet with `in_chans` and per-stage `widths` (stem width = `widths[0]`)."""
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(GateSlot, nn.Module):
+    """torchvision's basic block (ResNet-18/34) with the slots `attn_layer` (after bn2, before the
+    addition) and `gate_layer` (masks at "conv1", "conv2" or "branch")."""
+
+    expansion = 1
+    convs = ("conv1", "conv2")
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer=nn.BatchNorm2d,
+        layout: str = "basic",
+        attn_layer=None,
+        gate_layer=None,
+    ):
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
+        if dilation > 1:
+            raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = norm_layer(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = norm_layer(planes)
+        self.downsample = downsample
+        self.stride = stride
+        self.attn = attn_layer(planes) if attn_layer is not None else nn.Identity()
+        self.init_gate(gate_layer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        masks = self.masks(x)
+        identity = x if self.downsample is None else self.downsample(x)
+        out = apply_mask(self.relu(self.bn1(self.conv1(x))), masks, "conv1")
+        out = apply_mask(self.attn(self.bn2(self.conv2(out))), masks, "conv2")
+        return self.relu(apply_mask(out, masks, "branch") + identity)
+
+    def sparse_parameters(self) -> dict:
+        folded = sparse.fold_block(self, 2)
+        folded["shortcut"] = fold_projection(self.downsample)
+        return folded
+
+    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
+        return sparse_basic(self, x, self.downsample, folded)
+
+
+class Bottleneck(GateSlot, nn.Module):
+    """torchvision's bottleneck: conv1 (1×1), conv2 (3×3), conv3 (1×1, ×4), each with its norm; `layout`
+    "v1.5" (torchvision) strides the 3×3, "v1" (He et al.) the first 1×1. Slots: `attn_layer` (after
+    bn3, before the addition), `gate_layer` (masks at "conv1", "conv2", "conv3" or "branch")."""
+
+    expansion = 4
+    convs = ("conv1", "conv2", "conv3")
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer=nn.BatchNorm2d,
+        layout: str = "v1.5",
+        attn_layer=None,
+        gate_layer=None,
+    ):
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(
+                f"layout must be one of {LAYOUTS} (where the bottleneck stride goes), not {layout!r}"
+            )
+        width = int(planes * (base_width / 64.0)) * groups
+        v1 = layout == "v1" and stride != 1
+        self.conv1 = conv1x1(inplanes, width, stride if v1 else 1)
+        self.bn1 = norm_layer(width)
+        self.conv2 = conv3x3(width, width, 1 if v1 else stride, groups, dilation)
+        self.bn2 = norm_layer(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+        if v1:  # the first version built torchvision's block, then replaced conv1 by a strided one
+            replay_init_draw(self.conv1)
+        self.attn = attn_layer(planes * self.expansion) if attn_layer is not None else nn.Identity()
+        self.init_gate(gate_layer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        masks = self.masks(x)
+        identity = x if self.downsample is None else self.downsample(x)
+        out = apply_mask(self.relu(self.bn1(self.conv1(x))), masks, "conv1")
+        out = apply_mask(self.relu(self.bn2(self.conv2(out))), masks, "conv2")
+        out = apply_mask(self.attn(self.bn3(self.conv3(out))), masks, "conv3")
+        return self.relu(apply_mask(out, masks, "branch") + identity)
+
+    def sparse_parameters(self) -> dict:
+        folded = sparse.fold_block(self, 3)
+        folded["shortcut"] = fold_projection(self.downsample)
+        return folded
+
+    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
+        """One sample, only the open channels (BN folded into each conv)."""
+        is_open, idx = self.sparse_indices(x)
+        shortcut = folded["shortcut"]
+        identity = x if shortcut is None else sparse.conv(shortcut, x)
+        if not is_open:
+            return self.relu(identity)
+        out = self.relu(sparse.conv(folded["conv1"], x, idx["conv1"]))
+        out = self.relu(sparse.conv(folded["conv2"], out, idx["conv2"], idx["conv1"]))
+        out = sparse.conv(folded["conv3"], out, idx["conv3"], idx["conv2"])
+        return self.relu(sparse.scatter_add(identity, idx["conv3"], out))
+
+
+class ImageNetResNet(nn.Module):
+    """torchvision's ResNet with `in_chans`, per-stage `widths` (stem width = `widths[0]`) and
+    `block_kwargs` for every block (`layout`, the slots)."""
 
     def __init__(
         self,
@@ -45,37 +177,97 @@ class ImageNetResNet(tv.ResNet):
         num_classes: int = 1000,
         in_chans: int = 3,
         widths: tuple[int, int, int, int] = TORCHVISION_WIDTHS,
-        **kwargs,
+        replace_stride_with_dilation: list[bool] | None = None,
+        block_kwargs: dict | None = None,
+        features_only: bool = False,
     ):
-        # torchvision hard-codes the widths; `_make_layer` below maps each of its `planes` to ours.
-        self._widths = dict(zip(TORCHVISION_WIDTHS, widths, strict=True))
-        self._stem_width = widths[0]
-        super().__init__(block, layers, num_classes, **kwargs)
-        if in_chans != 3 or widths[0] != TORCHVISION_WIDTHS[0]:
-            self.conv1 = nn.Conv2d(in_chans, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
-            self.bn1 = self._norm_layer(widths[0])
-            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        if self.fc.in_features != self.inplanes:
-            self.fc = nn.Linear(self.inplanes, num_classes)
+        super().__init__()
+        self._norm_layer = nn.BatchNorm2d
+        self.inplanes = widths[0]
+        self.dilation = 1
+        replace_stride_with_dilation = replace_stride_with_dilation or [False, False, False]
+        if len(replace_stride_with_dilation) != 3:
+            raise ValueError("replace_stride_with_dilation should be None or a 3-element list")
+        self.groups, self.base_width = 1, 64
+        self.block_kwargs = dict(block_kwargs or {})
+        self.features_only = features_only
+        self.conv1 = nn.Conv2d(in_chans, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, widths[0], layers[0])
+        self.layer2 = self._make_layer(block, widths[1], layers[1], 2, replace_stride_with_dilation[0])
+        self.layer3 = self._make_layer(block, widths[2], layers[2], 2, replace_stride_with_dilation[1])
+        self.layer4 = self._make_layer(block, widths[3], layers[3], 2, replace_stride_with_dilation[2])
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(widths[3] * block.expansion, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        self.stem_attn = nn.Identity()  # a slot after the stem's BN (CE fills it)
 
-    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1, dilate: bool = False):
-        if self._stem_width is not None:  # first stage: its input is the (re-sized) stem
-            self.inplanes, self._stem_width = self._stem_width, None
-        return super()._make_layer(block, self._widths[planes], blocks, stride, dilate)
+    def _make_layer(
+        self, block, planes: int, blocks: int, stride: int = 1, dilate: bool = False
+    ) -> nn.Sequential:
+        norm_layer = self._norm_layer
+        downsample = None
+        previous_dilation = self.dilation
+        if dilate:
+            self.dilation *= stride
+            stride = 1
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride), norm_layer(planes * block.expansion)
+            )
+        kw = {
+            "groups": self.groups,
+            "base_width": self.base_width,
+            "norm_layer": norm_layer,
+            **self.block_kwargs,
+        }
+        layers = [block(self.inplanes, planes, stride, downsample, dilation=previous_dilation, **kw)]
+        self.inplanes = planes * block.expansion
+        for _ in range(1, blocks):
+            layers.append(block(self.inplanes, planes, dilation=self.dilation, **kw))
+        return nn.Sequential(*layers)
 
-    def forward_features(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    def stages(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def forward_stem(self, x: Tensor) -> Tensor:
+        return self.maxpool(self.relu(self.stem_attn(self.bn1(self.conv1(x)))))
+
+    def forward_stages(self, x: Tensor) -> Tensor:
+        for stage in self.stages():
+            x = stage(x)
+        return x
+
+    def stage_outputs(self, x: Tensor) -> list[Tensor]:
+        """The output of every stage (torchvision's "stages 2 to 5"), after the stem."""
+        outs = []
+        x = self.forward_stem(x)
+        for stage in self.stages():
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.forward_stages(self.forward_stem(x))
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.fc(self.avgpool(x).flatten(1))
+
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        if self.features_only:
+            return self.stage_outputs(x)
+        return self.forward_head(self.forward_stages(self.forward_stem(x)))
 
 
-def block_for(block: str, layout: str) -> type[nn.Module]:
-    if layout not in LAYOUTS:
-        raise ValueError(
-            f"layout must be one of {LAYOUTS} (where the bottleneck stride goes), not {layout!r}"
-        )
-    if block == "basic":
-        return tv.BasicBlock
-    return BottleneckV1 if layout == "v1" else tv.Bottleneck
+def block_for(kind: str) -> type[nn.Module]:
+    return BasicBlock if kind == "basic" else Bottleneck
 
 
 ARCHS = {  # depth -> block kind, blocks per stage (He et al. Table 1)
@@ -86,22 +278,63 @@ ARCHS = {  # depth -> block kind, blocks per stage (He et al. Table 1)
 }
 
 
-def _imagenet_resnet(depth: int):
+def imagenet_resnet(
+    depth: int,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    layout: str = "v1.5",
+    block_kwargs: dict | None = None,
+    **kwargs,
+) -> ImageNetResNet:
+    """The ImageNet ResNet of `depth` (`layout` for bottlenecks; `kwargs` go to `ImageNetResNet`)."""
     kind, layers = ARCHS[depth]
-
-    def builder(num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs) -> ImageNetResNet:
-        model = ImageNetResNet(block_for(kind, layout), layers, num_classes, in_chans, **kwargs)
-        model.bench_info = {"definition": "torchvision", "layout": "basic" if kind == "basic" else layout}
-        return model
-
-    builder.__name__ = builder.__qualname__ = f"resnet{depth}"
-    builder.__doc__ = (
-        f"ImageNet ResNet-{depth} (torchvision's definition); `layout` for bottlenecks: v1 or v1.5."
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"layout must be one of {LAYOUTS} (where the bottleneck stride goes), not {layout!r}"
+        )
+    block_kwargs = dict(block_kwargs or {})
+    if kind == "bottleneck":
+        block_kwargs["layout"] = layout
+    model = ImageNetResNet(
+        block_for(kind), layers, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
     )
-    return builder
+    model.bench_info = {"definition": "torchvision", "layout": "basic" if kind == "basic" else layout}
+    return model
 
 
-for _depth in ARCHS:
-    register(f"resnet{_depth}", _imagenet_resnet(_depth))
-register("resnet50_v1", _imagenet_resnet(50), layout="v1")
-register("resnet101_v1", _imagenet_resnet(101), layout="v1")
+@register_model
+def resnet18(num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs) -> ImageNetResNet:
+    """ImageNet ResNet-18 (torchvision's definition)."""
+    return imagenet_resnet(18, num_classes, in_chans, layout, **kwargs)
+
+
+@register_model
+def resnet34(num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs) -> ImageNetResNet:
+    """ImageNet ResNet-34 (torchvision's definition)."""
+    return imagenet_resnet(34, num_classes, in_chans, layout, **kwargs)
+
+
+@register_model
+def resnet50(num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs) -> ImageNetResNet:
+    """ImageNet ResNet-50 (torchvision's definition); `layout` v1 or v1.5."""
+    return imagenet_resnet(50, num_classes, in_chans, layout, **kwargs)
+
+
+@register_model
+def resnet101(num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs) -> ImageNetResNet:
+    """ImageNet ResNet-101 (torchvision's definition); `layout` v1 or v1.5."""
+    return imagenet_resnet(101, num_classes, in_chans, layout, **kwargs)
+
+
+@register_model(layout="v1")
+def resnet50_v1(num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs) -> ImageNetResNet:
+    """ImageNet ResNet-50 with the stride on the first 1×1 of a bottleneck (He et al.'s layout)."""
+    return imagenet_resnet(50, num_classes, in_chans, layout, **kwargs)
+
+
+@register_model(layout="v1")
+def resnet101_v1(
+    num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs
+) -> ImageNetResNet:
+    """ImageNet ResNet-101 with the stride on the first 1×1 of a bottleneck (He et al.'s layout)."""
+    return imagenet_resnet(101, num_classes, in_chans, layout, **kwargs)

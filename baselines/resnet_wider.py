@@ -9,8 +9,7 @@ the widest width w₀, ≈1 % for ResNet-56-wider) and the count reached can mis
 `bench_info` records the target, where it came from, the count reached, the multiplier and the widths.
 
 Not confirmed by the paper (which is not readable here): its multipliers, and the exact target. The
-default target is an estimate of GaterNet's size on the same backbone, from reference/methods.md §1.3:
-the backbone's own parameters plus a gater made of a ResNet-20 trunk without classifier (269,072
+default target is an estimate of GaterNet's size on the same backbone: the backbone's own parameters plus a gater made of a ResNet-20 trunk without classifier (269,072
 parameters) and two FC layers with bias, 64 → b → c_gated, with b = 16 and c_gated = every conv filter
 of the backbone (stem, residual branches and projection shortcuts). For ResNet-20 at 10 classes this is
 269,722 + 281,808 = 551,530. A suite that has measured the GaterNet model it compares against should pass
@@ -27,8 +26,8 @@ import torch
 from torch import nn
 
 from baselines.resnet_cifar import BasicBlock, CifarResNet, PreActBottleneck, PreActCifarResNet
-from baselines.resnet_imagenet import ARCHS, TORCHVISION_WIDTHS, ImageNetResNet, block_for
-from bench.registry import register
+from baselines.resnet_imagenet import ARCHS, LAYOUTS, TORCHVISION_WIDTHS, ImageNetResNet, block_for
+from bench.registry import register_model
 
 CIFAR_WIDTHS = (16, 32, 64)
 GATER_TRUNK_PARAMS = 269_072  # CIFAR ResNet-20 without its classifier, 3 input channels
@@ -63,10 +62,16 @@ def base_network(
     if depth in ARCHS:
         kind, layers = ARCHS[depth]
         layout = kwargs.pop("layout", "v1.5")
-        block = block_for(kind, layout)
+        if layout not in LAYOUTS:
+            raise ValueError(
+                f"layout must be one of {LAYOUTS} (where the bottleneck stride goes), not {layout!r}"
+            )
+        block_kwargs = {"layout": layout} if kind == "bottleneck" else {}
         info = {"definition": "torchvision", "layout": "basic" if kind == "basic" else layout}
         return (
-            lambda w: ImageNetResNet(block, layers, num_classes, in_chans, w, **kwargs),
+            lambda w: ImageNetResNet(
+                block_for(kind), layers, num_classes, in_chans, w, block_kwargs=block_kwargs, **kwargs
+            ),
             TORCHVISION_WIDTHS,
             info,
         )
@@ -151,16 +156,33 @@ def wider_resnet(
     return model
 
 
-def _wider(base: str):
-    def builder(
-        num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
-    ) -> nn.Module:
-        return wider_resnet(base, num_classes, in_chans, target_params, **kwargs)
-
-    builder.__name__ = builder.__qualname__ = f"{base}_wider"
-    builder.__doc__ = f"{base} widened to `target_params` (default: GaterNet-{base} size estimate)."
-    return builder
+@register_model
+def resnet20_wider(
+    num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
+) -> nn.Module:
+    """resnet20 widened to `target_params` (default: GaterNet-resnet20 size estimate)."""
+    return wider_resnet("resnet20", num_classes, in_chans, target_params, **kwargs)
 
 
-for _base in ("resnet20", "resnet56", "resnet110", "resnet164"):
-    register(f"{_base}_wider", _wider(_base))
+@register_model
+def resnet56_wider(
+    num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
+) -> nn.Module:
+    """resnet56 widened to `target_params` (default: GaterNet-resnet56 size estimate)."""
+    return wider_resnet("resnet56", num_classes, in_chans, target_params, **kwargs)
+
+
+@register_model
+def resnet110_wider(
+    num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
+) -> nn.Module:
+    """resnet110 widened to `target_params` (default: GaterNet-resnet110 size estimate)."""
+    return wider_resnet("resnet110", num_classes, in_chans, target_params, **kwargs)
+
+
+@register_model
+def resnet164_wider(
+    num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
+) -> nn.Module:
+    """resnet164 widened to `target_params` (default: GaterNet-resnet164 size estimate)."""
+    return wider_resnet("resnet164", num_classes, in_chans, target_params, **kwargs)

@@ -3,7 +3,7 @@
 Every residual block re-scales the channels of its residual branch before the addition (Fig. 3 of the
 paper): global average pooling (squeeze), FC to C/r, ReLU, FC back to C, sigmoid (excitation), channel-wise
 product; r = 16 everywhere, as in all of the paper's models. The SE module is timm's `SEModule` (its FCs
-are 1×1 convs with bias). The networks are this package's ResNets with SE added and nothing else changed:
+are 1×1 convs with bias). The networks are this package's ResNets with SE in the blocks' `attn` slot and nothing else changed:
 - CIFAR `se_resnet20/56/110`: basic blocks with option-A shortcuts; `se_resnet164`: pre-activation
   bottlenecks (SE on the unit's last 1×1 output, before the addition). The paper's CIFAR experiments
   (TPAMI version) give no more detail than "SE blocks in the ResNet"; r = 16 on CIFAR's 16-channel
@@ -15,13 +15,14 @@ are 1×1 convs with bias). The networks are this package's ResNets with SE added
 
 from __future__ import annotations
 
+from functools import partial
+
 from timm.layers import SEModule
-from torch import Tensor, nn
-from torchvision.models import resnet as tv
+from torch import nn
 
 from baselines.resnet_cifar import BasicBlock, CifarResNet, PreActBottleneck, PreActCifarResNet
-from baselines.resnet_imagenet import BottleneckV1, ImageNetResNet
-from bench.registry import register
+from baselines.resnet_imagenet import LAYOUTS, Bottleneck, ImageNetResNet
+from bench.registry import register_model
 
 REDUCTION = 16
 
@@ -30,101 +31,77 @@ def se_module(channels: int, reduction: int = REDUCTION) -> SEModule:
     return SEModule(channels, rd_channels=max(1, channels // reduction))
 
 
-class SEBasicBlock(BasicBlock):
-    """CIFAR basic block; SE on the second conv's BN output, before the addition."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, reduction: int = REDUCTION):
-        super().__init__(in_planes, planes, stride)
-        self.se = se_module(planes, reduction)
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = self.shortcut(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.se(self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
-
-
-class SEPreActBottleneck(PreActBottleneck):
-    """Pre-activation bottleneck; SE on the last 1×1 conv's output, before the addition."""
-
-    def __init__(
-        self, in_planes: int, planes: int, stride: int = 1, layout: str = "v1", reduction: int = REDUCTION
-    ):
-        super().__init__(in_planes, planes, stride, layout)
-        self.se = se_module(planes * self.expansion, reduction)
-
-    def residual(self, preact: Tensor) -> Tensor:
-        return self.se(super().residual(preact))
+def se_cifar_resnet(
+    depth: int, num_classes: int = 10, in_chans: int = 3, reduction: int = REDUCTION, **kwargs
+) -> nn.Module:
+    """A CIFAR ResNet of `depth` (6n + 2 basic blocks, or 164: pre-activation bottlenecks) with SE."""
+    attn = partial(se_module, reduction=reduction)
+    if depth == 164:
+        block_kwargs = {"layout": kwargs.pop("layout", "v1"), "attn_layer": attn}
+        model = PreActCifarResNet(
+            PreActBottleneck, 18, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
+        )
+        model.bench_info = {"block": "pre-activation bottleneck + SE", "layout": block_kwargs["layout"]}
+    else:
+        if (depth - 2) % 6:
+            raise ValueError(f"a basic-block CIFAR ResNet has depth 6n+2, not {depth}")
+        block_kwargs = {"attn_layer": attn}
+        model = CifarResNet(
+            BasicBlock, (depth - 2) // 6, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
+        )
+        model.bench_info = {"block": "basic + SE", "shortcut": "A (zero-pad)"}
+    model.bench_info["se_reduction"] = reduction
+    return model
 
 
-class SEBottleneck(tv.Bottleneck):
-    """torchvision's bottleneck (v1.5); SE on bn3's output, before the addition."""
-
-    reduction = REDUCTION  # a class attribute: torchvision's ResNet passes blocks positional arguments only
-
-    def __init__(self, inplanes: int, planes: int, *args, **kwargs):
-        super().__init__(inplanes, planes, *args, **kwargs)
-        self.se = se_module(self.conv3.out_channels, self.reduction)
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.se(self.bn3(self.conv3(out)))
-        return self.relu(out + identity)
-
-
-class SEBottleneckV1(SEBottleneck, BottleneckV1):
-    """The same with the stride on the first 1×1 (He et al.'s layout, the SE paper's ResNet-50)."""
+def se_imagenet_resnet(
+    layers: list[int],
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    layout: str = "v1.5",
+    reduction: int = REDUCTION,
+    **kwargs,
+) -> ImageNetResNet:
+    """torchvision's bottleneck ResNet with SE in every block."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be 'v1' or 'v1.5' (where the bottleneck stride goes), not {layout!r}")
+    block_kwargs = {"layout": layout, "attn_layer": partial(se_module, reduction=reduction)}
+    model = ImageNetResNet(Bottleneck, layers, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs)
+    model.bench_info = {"definition": "torchvision + SE", "layout": layout, "se_reduction": reduction}
+    return model
 
 
-def _se_cifar(depth: int):
-    def builder(num_classes: int = 10, in_chans: int = 3, reduction: int = REDUCTION, **kwargs) -> nn.Module:
-        if depth == 164:
-            block_kwargs = {"layout": kwargs.pop("layout", "v1"), "reduction": reduction}
-            model = PreActCifarResNet(
-                SEPreActBottleneck, 18, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
-            )
-            model.bench_info = {"block": "pre-activation bottleneck + SE", "layout": block_kwargs["layout"]}
-        else:
-            if (depth - 2) % 6:
-                raise ValueError(f"a basic-block CIFAR ResNet has depth 6n+2, not {depth}")
-            block_kwargs = {"reduction": reduction}
-            model = CifarResNet(
-                SEBasicBlock, (depth - 2) // 6, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
-            )
-            model.bench_info = {"block": "basic + SE", "shortcut": "A (zero-pad)"}
-        model.bench_info["se_reduction"] = reduction
-        return model
-
-    builder.__name__ = builder.__qualname__ = f"se_resnet{depth}"
-    builder.__doc__ = f"CIFAR SE-ResNet-{depth}: ResNet-{depth} with an SE module (r = 16) in every block."
-    return builder
+@register_model
+def se_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
+    """CIFAR SE-ResNet-20: ResNet-20 with an SE module (r = 16) in every block."""
+    return se_cifar_resnet(20, num_classes, in_chans, **kwargs)
 
 
-def _se_imagenet(depth: int, layers: list[int]):
-    def builder(
-        num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", reduction: int = REDUCTION, **kwargs
-    ) -> ImageNetResNet:
-        if layout not in ("v1", "v1.5"):
-            raise ValueError(
-                f"layout must be 'v1' or 'v1.5' (where the bottleneck stride goes), not {layout!r}"
-            )
-        block = SEBottleneckV1 if layout == "v1" else SEBottleneck
-        if reduction != block.reduction:
-            block = type(block.__name__, (block,), {"reduction": reduction})
-        model = ImageNetResNet(block, layers, num_classes, in_chans, **kwargs)
-        model.bench_info = {"definition": "torchvision + SE", "layout": layout, "se_reduction": reduction}
-        return model
-
-    builder.__name__ = builder.__qualname__ = f"se_resnet{depth}"
-    builder.__doc__ = (
-        f"ImageNet SE-ResNet-{depth}: torchvision's ResNet-{depth} with SE (r = 16) in every block."
-    )
-    return builder
+@register_model
+def se_resnet56(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
+    """CIFAR SE-ResNet-56: ResNet-56 with an SE module (r = 16) in every block."""
+    return se_cifar_resnet(56, num_classes, in_chans, **kwargs)
 
 
-for _depth in (20, 56, 110, 164):
-    register(f"se_resnet{_depth}", _se_cifar(_depth))
-register("se_resnet50", _se_imagenet(50, [3, 4, 6, 3]))
-register("se_resnet101", _se_imagenet(101, [3, 4, 23, 3]))
+@register_model
+def se_resnet110(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
+    """CIFAR SE-ResNet-110: ResNet-110 with an SE module (r = 16) in every block."""
+    return se_cifar_resnet(110, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def se_resnet164(num_classes: int = 10, in_chans: int = 3, **kwargs) -> PreActCifarResNet:
+    """CIFAR SE-ResNet-164: the pre-activation ResNet-164 with SE (r = 16) on every unit's conv3 output."""
+    return se_cifar_resnet(164, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def se_resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
+    """ImageNet SE-ResNet-50: torchvision's ResNet-50 with SE (r = 16) in every block."""
+    return se_imagenet_resnet([3, 4, 6, 3], num_classes, in_chans, **kwargs)
+
+
+@register_model
+def se_resnet101(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
+    """ImageNet SE-ResNet-101: torchvision's ResNet-101 with SE (r = 16) in every block."""
+    return se_imagenet_resnet([3, 4, 23, 3], num_classes, in_chans, **kwargs)

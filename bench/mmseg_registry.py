@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from bench.segmentation import dilated_bas_resnet50
+from methods.batch_shaping import dilated_bas_resnet50
 
 BACKBONE = "ChannelBenchBasResNet50"
 SEGMENTOR = "GateLossEncoderDecoder"

@@ -106,20 +106,19 @@ def per_sample(model: nn.Module, x: Tensor, one) -> Tensor:
     return torch.cat([one(x[i : i + 1], folded) for i in range(x.shape[0])])
 
 
-def forward_blocks(model: nn.Module, x: Tensor) -> Tensor:
-    """Sparse inference of a ResNet whose gated blocks decide for themselves (ConvNet-AIG, Batch-Shaping),
-    one sample at a time: the stem, each block's `forward_sparse` with its folded parameters, pooling
-    and the classifier."""
-    stages = [m for n, m in model.named_children() if n.startswith("layer")]
+def forward_blocks(model: nn.Module, x: Tensor, before=None) -> Tensor:
+    """Sparse inference of a ResNet of this repository's skeletons (`baselines`), one sample at a time:
+    `before(x)` if given (GaterNet: its gater hands the blocks their gates), the stem, each block's
+    `forward_sparse` with its folded parameters, then the head."""
 
     def one(x: Tensor, folded: dict) -> Tensor:
-        x = model.relu(model.bn1(model.conv1(x)))
-        if hasattr(model, "maxpool"):  # the ImageNet stem
-            x = model.maxpool(x)
-        for stage in stages:
+        if before is not None:
+            before(x)
+        x = model.forward_stem(x)
+        for stage in model.stages():
             for block in stage:
                 x = block.forward_sparse(x, folded[id(block)])
-        return model.fc(torch.flatten(model.avgpool(x), 1))
+        return model.forward_head(x)
 
     return per_sample(model, x, one)
 

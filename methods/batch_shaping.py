@@ -1,10 +1,10 @@
 """Channel-gated ResNets trained with Batch-Shaping, of Ehteshami Bejnordi, Blankevoort and Welling,
 "Batch-Shaping for Learning Conditional Channel Gated Networks", ICLR 2020 (arXiv 1907.06627).
 
-The gated residual block: a small gate head reads the block input, x -> GAP -> FC(C_in, 16) -> BN ->
-ReLU -> FC(16, C) -> one logit per output channel of the block's first conv; the gate multiplies that
-conv's output (after its BN and ReLU), so a closed gate removes the channel from conv1's output and from
-conv2's input:
+The gate (the gate slot of this package's ResNet blocks, `baselines.slots`): a small head reads the
+block input, x -> GAP -> FC(C_in, 16) -> BN -> ReLU -> FC(16, C) -> one logit per output channel of the
+block's first conv; the gate multiplies that conv's output (after its BN and ReLU), so a closed gate
+removes the channel from conv1's output and from conv2's input:
 
     g = gate(x);  out = relu(bn1(conv1(x))) * g;  out = bn2(conv2(out));  y = relu(out + shortcut(x))
 
@@ -33,13 +33,17 @@ the same on every backbone), for bottleneck blocks which conv is gated (here the
 for basic blocks), and the initial bias of the gate logits, 3.0: gates start open with probability
 sigmoid(3) ≈ 0.95, so training starts near the plain ResNet and the losses close gates (ConvNet-AIG's
 official code likewise biases its gates towards "execute"). With PyTorch's default (≈ 0) every block
-drops half its channels at random from the first step: on 4,000 Fashion-MNIST images for one epoch
-that reached 40 % test accuracy against 71 % with 3.0 (ResNet-20: 72 %).
+drops half its channels at random from the first step (docs/methods.md has the run that showed it).
 
 Sparse inference (`forward_sparse`, `bench.sparse`): per sample, each block's gate head runs first; the
 gated conv then computes only its open output channels and the next conv reads only those input channels
-(BatchNorms folded in). Its outputs equal `forward`'s in eval mode to floating-point tolerance
-(tests/test_sparse.py).
+(BatchNorms folded in; the blocks' own sparse path). Its outputs equal `forward`'s in eval mode to
+floating-point tolerance (tests/test_sparse.py).
+
+Models: `bas_resnet20/32/56` (CIFAR, option-A shortcuts), `bas_resnet18/34/50` (torchvision's ResNet,
+bottlenecks in the v1.5 layout) and `pspnet_bas_resnet50`: PSPNet (`baselines.pspnet`) on the dilated
+gated ResNet-50 (output stride 8); `dilated_bas_resnet50` is that backbone, also mmsegmentation's
+(`bench.mmseg_registry`).
 """
 
 from __future__ import annotations
@@ -50,18 +54,30 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import resnet as tv_resnet
 
+from baselines.pspnet import DILATION, PSPNet, pspnet
 from baselines.resnet_cifar import BasicBlock, CifarResNet
-from baselines.resnet_imagenet import ARCHS, ImageNetResNet
+from baselines.resnet_imagenet import ARCHS, ImageNetResNet, block_for
+from baselines.slots import set_gating
 from bench import sparse
 from bench.gates import GateSite
-from bench.registry import register
+from bench.registry import register_model
 
 UNCONFIRMED = [
-    "prior_alpha", "prior_beta", "bas_weight", "bas_end", "tau", "gate_hidden", "straight_through",
-    "l0_weight", "l0_start", "l0_end", "l0_normalisation", "bottleneck_gated_conv", "gate_bias_init",
-]  # fmt: skip
+    "prior_alpha",
+    "prior_beta",
+    "bas_weight",
+    "bas_end",
+    "tau",
+    "gate_hidden",
+    "straight_through",
+    "l0_weight",
+    "l0_start",
+    "l0_end",
+    "l0_normalisation",
+    "bottleneck_gated_conv",
+    "gate_bias_init",
+]
 
 
 @dataclass(frozen=True)
@@ -188,13 +204,16 @@ def batch_shaping_loss(probs: Tensor, prior_cdf: nn.Module) -> Tensor:
     return ((ecdf[:, None] - prior_cdf(ordered)) ** 2).sum(dim=0).div(n).mean()
 
 
-# --- the gated residual block ----------------------------------------------------------------------
+# --- the gate ---------------------------------------------------------------------------------------
 
 
 class ChannelGate(nn.Module):
-    """GAP -> FC -> BN -> ReLU -> FC -> binary concrete (training) or 1[logit > 0] (evaluation)."""
+    """GAP -> FC -> BN -> ReLU -> FC -> binary concrete (training) or 1[logit > 0] (evaluation): one gate
+    per output channel of the block's conv1, applied after its BN-ReLU (the block's gate slot)."""
 
     is_gate_network = True
+    position = "conv1"
+    site = GateSite("channel", produces=("conv1",), consumes=("conv2",))
 
     def __init__(
         self,
@@ -214,123 +233,42 @@ class ChannelGate(nn.Module):
         nn.init.constant_(self.fc2.bias, bias_init)
         self.tau = tau
         self.straight_through = straight_through
+        self.enabled = True  # False: every gate 1 (the plain block, for tests and ablations)
         self.prob: Tensor | None = None  # sigmoid(logit) of the last forward: what the losses shape
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.fc2(self.relu(self.bn(self.fc1(self.pool(x).flatten(1)))))
         self.prob = torch.sigmoid(logits)
         if not self.training:
-            return (logits > 0).to(logits.dtype)
-        u = torch.rand_like(logits).clamp_(1e-6, 1.0 - 1e-6)
-        soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / self.tau)
-        if not self.straight_through:
-            return soft
-        hard = (soft > 0.5).to(soft.dtype)
-        return hard + (soft - soft.detach())  # straight-through, exactly 0/1 forward
+            gate = (logits > 0).to(logits.dtype)
+        else:
+            u = torch.rand_like(logits).clamp_(1e-6, 1.0 - 1e-6)
+            gate = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / self.tau)
+            if self.straight_through:
+                hard = (gate > 0.5).to(gate.dtype)
+                gate = hard + (gate - gate.detach())  # straight-through, exactly 0/1 forward
+        return gate if self.enabled else torch.ones_like(gate)
 
 
-def _gate_head(block: nn.Module, in_channels: int, channels: int, cfg: BatchShapingConfig) -> None:
-    block.gate = ChannelGate(
-        in_channels, channels, cfg.gate_hidden, cfg.tau, cfg.straight_through, cfg.gate_bias_init
+def channel_gate(block: nn.Module, cfg: BatchShapingConfig) -> ChannelGate:
+    """The gate slot of a block: a ChannelGate on the input and output channels of its conv1."""
+    conv = block.conv1
+    return ChannelGate(
+        conv.in_channels,
+        conv.out_channels,
+        cfg.gate_hidden,
+        cfg.tau,
+        cfg.straight_through,
+        cfg.gate_bias_init,
     )
-    block.gate_site = GateSite("channel", produces=("conv1",), consumes=("conv2",))
-    block.gating = True  # False: every gate is 1 (the plain block, for tests and ablations)
-
-
-def _gate(block: nn.Module, x: Tensor) -> Tensor:
-    gate = block.gate(x)
-    if not block.gating:
-        gate = torch.ones_like(gate)
-    block.last_gate = gate.detach()
-    return gate[:, :, None, None]
-
-
-def _sparse_basic(block: nn.Module, x: Tensor, identity: Tensor, folded: dict) -> Tensor:
-    """One sample through a gated basic block: conv1 over its open outputs, conv2 over those inputs."""
-    idx = sparse.active(_gate(block, x)[0, :, 0, 0])
-    out = block.relu(sparse.conv(folded["conv1"], x, idx))
-    return block.relu(identity + sparse.conv(folded["conv2"], out, None, idx))
-
-
-class BasCifarBlock(BasicBlock):
-    """He et al.'s CIFAR basic block with a channel gate between its two convs."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, cfg: BatchShapingConfig | None = None):
-        super().__init__(in_planes, planes, stride)
-        _gate_head(self, in_planes, planes, cfg or BatchShapingConfig())
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = self.shortcut(x)
-        gate = _gate(self, x)
-        out = self.relu(self.bn1(self.conv1(x))) * gate
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-    def sparse_parameters(self) -> dict:
-        return sparse.fold_block(self, 2)
-
-    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
-        return _sparse_basic(self, x, self.shortcut(x), folded)
-
-
-class BasBasicBlock(tv_resnet.BasicBlock):
-    """torchvision's basic block (ResNet-18/34) with a channel gate between its two convs."""
-
-    def __init__(self, inplanes: int, planes: int, *args, cfg: BatchShapingConfig | None = None, **kwargs):
-        super().__init__(inplanes, planes, *args, **kwargs)
-        _gate_head(self, inplanes, planes, cfg or BatchShapingConfig())
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        gate = _gate(self, x)
-        out = self.relu(self.bn1(self.conv1(x))) * gate
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-    def sparse_parameters(self) -> dict:
-        return sparse.fold_block(self, 2)
-
-    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
-        return _sparse_basic(self, x, x if self.downsample is None else self.downsample(x), folded)
-
-
-class BasBottleneck(tv_resnet.Bottleneck):
-    """torchvision's bottleneck (v1.5) with a channel gate on its first conv's output."""
-
-    def __init__(self, inplanes: int, planes: int, *args, cfg: BatchShapingConfig | None = None, **kwargs):
-        super().__init__(inplanes, planes, *args, **kwargs)
-        _gate_head(self, inplanes, self.conv1.out_channels, cfg or BatchShapingConfig())
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        gate = _gate(self, x)
-        out = self.relu(self.bn1(self.conv1(x))) * gate
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-    def sparse_parameters(self) -> dict:
-        return sparse.fold_block(self, 3)
-
-    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        idx = sparse.active(_gate(self, x)[0, :, 0, 0])
-        out = self.relu(sparse.conv(folded["conv1"], x, idx))
-        out = self.relu(sparse.conv(folded["conv2"], out, None, idx))
-        return self.relu(identity + sparse.conv(folded["conv3"], out))
-
-
-def _configured(block: type[nn.Module], cfg: BatchShapingConfig):
-    """`block` with the gate config bound; keeps `expansion`, which the ResNet constructors read."""
-    bound = functools.partial(block, cfg=cfg)
-    bound.expansion = block.expansion
-    return bound
 
 
 # --- networks ----------------------------------------------------------------------------------------
 
 
-class _BatchShapingMixin:
+class BatchShapingLosses:
+    """The model side of Batch-Shaping: its losses, the gating switch, the sparse path."""
+
     def _init_batch_shaping(self, cfg: BatchShapingConfig, backbone: str) -> None:
         self.cfg = cfg
         self.prior_cdf = BetaCDF(cfg.prior_alpha, cfg.prior_beta)
@@ -347,9 +285,7 @@ class _BatchShapingMixin:
 
     def set_gating(self, enabled: bool) -> None:
         """Switch gating off (every gate 1) or back on."""
-        for module in self.modules():
-            if hasattr(module, "gating") and isinstance(module.gating, bool):
-                module.gating = enabled
+        set_gating(self, enabled)
 
     @torch.inference_mode()
     def forward_sparse(self, x: Tensor) -> Tensor:
@@ -366,46 +302,91 @@ class _BatchShapingMixin:
         return {"batch_shaping": bas_weight * bas, "l0": l0_weight * probs.mean()}
 
 
-class BasResNetCifar(_BatchShapingMixin, CifarResNet):
+class BasResNetCifar(BatchShapingLosses, CifarResNet):
     """A CIFAR ResNet (He et al., option A) whose basic blocks carry Batch-Shaping channel gates."""
 
     def __init__(self, depth_per_stage: int, num_classes: int, in_chans: int, cfg: BatchShapingConfig):
-        CifarResNet.__init__(
-            self, BasCifarBlock, depth_per_stage, num_classes, in_chans, block_kwargs={"cfg": cfg}
+        gate = functools.partial(channel_gate, cfg=cfg)
+        super().__init__(
+            BasicBlock, depth_per_stage, num_classes, in_chans, block_kwargs={"gate_layer": gate}
         )
         self._init_batch_shaping(cfg, f"resnet{6 * depth_per_stage + 2}")
 
 
-class BasResNetImageNet(_BatchShapingMixin, ImageNetResNet):
+class BasResNetImageNet(BatchShapingLosses, ImageNetResNet):
     """torchvision's ResNet (bottlenecks: v1.5 layout) whose blocks carry Batch-Shaping channel gates."""
 
-    def __init__(self, depth: int, num_classes: int, in_chans: int, cfg: BatchShapingConfig):
+    def __init__(self, depth: int, num_classes: int, in_chans: int, cfg: BatchShapingConfig, **kwargs):
         kind, layers = ARCHS[depth]
-        block = BasBottleneck if kind == "bottleneck" else BasBasicBlock
-        ImageNetResNet.__init__(self, _configured(block, cfg), layers, num_classes, in_chans)
-        self._init_batch_shaping(cfg, f"resnet{depth}")
+        gate = functools.partial(channel_gate, cfg=cfg)
+        block_kwargs = {"gate_layer": gate}
+        super().__init__(block_for(kind), layers, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs)
+        dilated = " (dilated, output stride 8)" if kwargs.get("replace_stride_with_dilation") else ""
+        self._init_batch_shaping(cfg, f"resnet{depth}{dilated}")
         self.bench_info["layout"] = "v1.5" if kind == "bottleneck" else "basic"
 
 
-def _cifar_builder(depth: int):
-    def builder(num_classes: int = 10, in_chans: int = 3, **kwargs) -> BasResNetCifar:
-        return BasResNetCifar((depth - 2) // 6, num_classes, in_chans, BatchShapingConfig(**kwargs))
-
-    builder.__name__ = builder.__qualname__ = f"bas_resnet{depth}"
-    builder.__doc__ = f"Batch-Shaping channel-gated CIFAR ResNet-{depth}."
-    return builder
+def bas_cifar(depth: int, num_classes: int = 10, in_chans: int = 3, **kwargs) -> BasResNetCifar:
+    """Batch-Shaping channel-gated CIFAR ResNet of `depth`; `kwargs` are `BatchShapingConfig` fields."""
+    return BasResNetCifar((depth - 2) // 6, num_classes, in_chans, BatchShapingConfig(**kwargs))
 
 
-def _imagenet_builder(depth: int):
-    def builder(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> BasResNetImageNet:
-        return BasResNetImageNet(depth, num_classes, in_chans, BatchShapingConfig(**kwargs))
-
-    builder.__name__ = builder.__qualname__ = f"bas_resnet{depth}"
-    builder.__doc__ = f"Batch-Shaping channel-gated torchvision ResNet-{depth} (bottlenecks: v1.5 layout)."
-    return builder
+def bas_imagenet(depth: int, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> BasResNetImageNet:
+    """Batch-Shaping channel-gated torchvision ResNet of `depth` (bottlenecks: v1.5 layout)."""
+    return BasResNetImageNet(depth, num_classes, in_chans, BatchShapingConfig(**kwargs))
 
 
-for _depth in (20, 32, 56):
-    register(f"bas_resnet{_depth}", _cifar_builder(_depth))
-for _depth in (18, 34, 50):
-    register(f"bas_resnet{_depth}", _imagenet_builder(_depth))
+def dilated_bas_resnet50(in_chans: int = 3, **gate_kwargs) -> BasResNetImageNet:
+    """The gated ResNet-50 with output stride 8, returning the features of stages 2 to 5."""
+    cfg = BatchShapingConfig(**gate_kwargs)
+    return BasResNetImageNet(
+        50, 1000, in_chans, cfg, replace_stride_with_dilation=DILATION, features_only=True
+    )
+
+
+@register_model
+def bas_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> BasResNetCifar:
+    """Batch-Shaping channel-gated CIFAR ResNet-20."""
+    return bas_cifar(20, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def bas_resnet32(num_classes: int = 10, in_chans: int = 3, **kwargs) -> BasResNetCifar:
+    """Batch-Shaping channel-gated CIFAR ResNet-32."""
+    return bas_cifar(32, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def bas_resnet56(num_classes: int = 10, in_chans: int = 3, **kwargs) -> BasResNetCifar:
+    """Batch-Shaping channel-gated CIFAR ResNet-56."""
+    return bas_cifar(56, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def bas_resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> BasResNetImageNet:
+    """Batch-Shaping channel-gated torchvision ResNet-18."""
+    return bas_imagenet(18, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def bas_resnet34(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> BasResNetImageNet:
+    """Batch-Shaping channel-gated torchvision ResNet-34."""
+    return bas_imagenet(34, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def bas_resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> BasResNetImageNet:
+    """Batch-Shaping channel-gated torchvision ResNet-50 (v1.5 layout)."""
+    return bas_imagenet(50, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def pspnet_bas_resnet50(
+    num_classes: int = 19,
+    in_chans: int = 3,
+    aux_head: bool = True,
+    backbone_weights: str | None = None,
+    **kwargs,
+) -> PSPNet:
+    """PSPNet on a dilated ResNet-50 with Batch-Shaping channel gates (Ehteshami Bejnordi et al. 2020)."""
+    return pspnet(dilated_bas_resnet50(in_chans, **kwargs), num_classes, aux_head, backbone_weights)

@@ -30,8 +30,10 @@ could not be read here, so every statement about the paper below is unconfirmed)
   at `scale_init=1`. The code starts it at 0, so a fresh model in eval mode divides by zero; after
   training the two agree (EMA with momentum 0.1).
 - Placement (the code's `resnet_v1_ce.py`): after the last BN of each residual block, before the
-  residual addition (bottleneck: after bn3; basic block: after bn2); in the stem after bn1, before
-  the ReLU; in every stage but the last (`last_stage=False`).
+  residual addition (bottleneck: after bn3; basic block: after bn2): the blocks' `attn` slot; in the
+  stem after bn1, before the ReLU: the networks' `stem_attn` slot; in every stage but the last
+  (`last_stage=False`). The slots are filled once the network is built (the CE modules are the last
+  thing constructed, as in the first version, so seeded models stay bit-identical).
 
 The code's `running_wm` buffer is an expanded view of one identity matrix, which makes its in-place EMA
 update fail on current PyTorch; here it is a real [groups, d, d] buffer.
@@ -48,7 +50,8 @@ Models:
   ImageNet's layer4 (7×7 maps), the stage the code leaves out. In the pre-activation bottleneck the last
   BN is bn3, which precedes the ReLU and conv3 (no BN follows conv3), so CE goes after bn3: "after the
   norm layer, before the activation". The pre-activation stem conv has no BN of its own; the first
-  unit's bn1 normalises it, so the stem's CE sits there, before that ReLU (`layer1.0.ce_in`).
+  unit's bn1 normalises it, so the stem's CE sits there, before that ReLU (`layer1.0.attn_bn1`); the
+  units' CE is their `attn_bn3` slot.
 
 The official ResNet-50 recipe (config_resnetv1ce50_step_moving_average.yaml, train_imagenet.py): SGD
 lr 0.1, momentum 0.9, weight decay 1e-4 on every parameter, 100 epochs, ×0.1 at 30/60/90, 5 warm-up
@@ -65,10 +68,11 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import resnet as tv
 
 from baselines.resnet_cifar import BasicBlock, CifarResNet, PreActBottleneck, PreActCifarResNet
-from bench.registry import register
+from baselines.resnet_imagenet import BasicBlock as ImageNetBasicBlock
+from baselines.resnet_imagenet import Bottleneck, ImageNetResNet
+from bench.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -217,138 +221,52 @@ class ChannelEquilibrium(nn.Module):
         return self.ir(x, self.bd(x))
 
 
-def _last_bn(block: nn.Module) -> nn.BatchNorm2d:
-    return block.bn3 if hasattr(block, "bn3") else block.bn2
-
-
-def _attach_ce(stages: list[nn.Sequential], cfg: CEConfig) -> None:
-    """Give every block of every stage but the last (unless `cfg.last_stage`) a CE after its last BN."""
+def attach_ce(model: nn.Module, cfg: CEConfig, block_slot: str = "attn") -> None:
+    """Fill the CE slots of a built network: `stem_attn` (when `cfg.stem`), then `block_slot` of every
+    block of every stage but the last (unless `cfg.last_stage`), sized by the block's last BN."""
+    if cfg.stem:
+        model.stem_attn = ChannelEquilibrium(model.bn1.num_features, cfg.stem_group_size, cfg)
+    stages = model.stages()
     for stage in stages if cfg.last_stage else stages[:-1]:
         for block in stage:
-            block.ce = ChannelEquilibrium(_last_bn(block).num_features, cfg.group_size, cfg)
+            last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
+            setattr(block, block_slot, ChannelEquilibrium(last_bn.num_features, cfg.group_size, cfg))
 
 
 def _bench_info(cfg: CEConfig, placement: str) -> dict:
     return {"ce": dataclasses.asdict(cfg), "placement": placement}
 
 
-# --- ImageNet: torchvision's ResNet -------------------------------------------------------------------
-
-
-class CEBottleneck(tv.Bottleneck):
-    """torchvision's bottleneck with `ce` after bn3, before the residual addition (Identity if unused)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.ce = nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.ce(self.bn3(self.conv3(out)))
-        return self.relu(out + identity)
-
-
-class CEBasicBlockImageNet(tv.BasicBlock):
-    """torchvision's basic block with `ce` after bn2, before the residual addition."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.ce = nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.ce(self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
-
-
-class CEResNet(tv.ResNet):
-    """torchvision ResNet with CE after the stem's BN and in the blocks of layer1–3."""
-
-    def __init__(self, block, layers: list[int], num_classes: int, in_chans: int, cfg: CEConfig):
-        super().__init__(block, layers, num_classes=num_classes)
-        if in_chans != 3:
-            self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.ce1 = ChannelEquilibrium(64, cfg.stem_group_size, cfg) if cfg.stem else nn.Identity()
-        _attach_ce([self.layer1, self.layer2, self.layer3, self.layer4], cfg)
-        self.bench_info = _bench_info(cfg, "stem after bn1; each block after its last BN; not in layer4")
-        self.bench_info.update(definition="torchvision", layout="v1.5" if block is CEBottleneck else "basic")
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.ce1(self.bn1(self.conv1(x)))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
-
-
-# --- CIFAR: baselines.resnet_cifar ------------------------------------------------------------------
-
-
-class CEBasicBlock(BasicBlock):
-    """CIFAR basic block (option-A shortcut) with `ce` after bn2, before the residual addition."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
-        super().__init__(in_planes, planes, stride)
-        self.ce = nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = self.shortcut(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.ce(self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
-
-
-class CECifarResNet(CifarResNet):
-    """CIFAR ResNet with CE after the stem's BN and in the blocks of stages 1–2 (see module docstring)."""
-
-    def __init__(self, block, depth_per_stage: int, num_classes: int, in_chans: int, cfg: CEConfig):
-        super().__init__(block, depth_per_stage, num_classes, in_chans)
-        stem_width = self.conv1.out_channels
-        self.ce1 = ChannelEquilibrium(stem_width, cfg.stem_group_size, cfg) if cfg.stem else nn.Identity()
-        _attach_ce([self.layer1, self.layer2, self.layer3], cfg)
-        self.bench_info = _bench_info(
-            cfg,
-            "ours (no official CIFAR model): stem after bn1; each block after its last BN; not in stage 3",
-        )
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        x = self.relu(self.ce1(self.bn1(self.conv1(x))))
-        return self.layer3(self.layer2(self.layer1(x)))
-
-
-class CEPreActBottleneck(PreActBottleneck):
-    """Pre-activation bottleneck with `ce` after bn3 (before its ReLU and conv3) and, in the network's
-    first unit only, `ce_in` after bn1: that BN-ReLU pre-activates the stem conv, so this is the stem's
-    CE. Both are Identity where unused."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, layout: str = "v1"):
-        super().__init__(in_planes, planes, stride, layout)
-        self.ce_in = nn.Identity()
-        self.ce = nn.Identity()
-
-    def residual(self, preact: Tensor) -> Tensor:
-        out = self.conv1(preact)
-        out = self.conv2(self.relu(self.bn2(out)))
-        return self.conv3(self.relu(self.ce(self.bn3(out))))
-
-    def forward(self, x: Tensor) -> Tensor:
-        preact = self.relu(self.ce_in(self.bn1(x)))
-        identity = x if self.shortcut is None else self.shortcut(preact)
-        return self.residual(preact) + identity
-
-
-def ce_resnet164(num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kwargs) -> PreActCifarResNet:
-    """Pre-activation CIFAR ResNet-164 (`resnet164`) with CE after bn3 of the units of stages 1–2 and
-    after the first unit's bn1 (the stem's pre-activation)."""
+def ce_imagenet(depth: int, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
+    """torchvision's ResNet-18 / -50 with CE after the stem's BN and in the blocks of layer1–3."""
     cfg = CEConfig(**kwargs)
-    model = PreActCifarResNet(CEPreActBottleneck, 18, num_classes, in_chans, block_kwargs={"layout": layout})
+    block, layers = {18: (ImageNetBasicBlock, [2, 2, 2, 2]), 50: (Bottleneck, [3, 4, 6, 3])}[depth]
+    model = ImageNetResNet(block, layers, num_classes, in_chans)
+    attach_ce(model, cfg)
+    model.bench_info = _bench_info(cfg, "stem after bn1; each block after its last BN; not in layer4")
+    model.bench_info.update(definition="torchvision", layout="v1.5" if block is Bottleneck else "basic")
+    return model
+
+
+def ce_cifar(depth: int, num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
+    """CIFAR ResNet (option A) with CE after the stem's BN and in the blocks of stages 1–2."""
+    cfg = CEConfig(**kwargs)
+    model = CifarResNet(BasicBlock, (depth - 2) // 6, num_classes, in_chans)
+    attach_ce(model, cfg)
+    model.bench_info = _bench_info(
+        cfg, "ours (no official CIFAR model): stem after bn1; each block after its last BN; not in stage 3"
+    )
+    return model
+
+
+def ce_preact(num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kwargs) -> PreActCifarResNet:
+    """Pre-activation CIFAR ResNet-164 with CE after bn3 (`attn_bn3`) of the units of stages 1–2 and after
+    the first unit's bn1 (`attn_bn1`: the stem's pre-activation)."""
+    cfg = CEConfig(**kwargs)
+    model = PreActCifarResNet(PreActBottleneck, 18, num_classes, in_chans, block_kwargs={"layout": layout})
     if cfg.stem:
-        model.layer1[0].ce_in = ChannelEquilibrium(model.conv1.out_channels, cfg.stem_group_size, cfg)
-    _attach_ce([model.layer1, model.layer2, model.layer3], cfg)
+        model.layer1[0].attn_bn1 = ChannelEquilibrium(model.conv1.out_channels, cfg.stem_group_size, cfg)
+    attach_ce(model, dataclasses.replace(cfg, stem=False), block_slot="attn_bn3")
     model.bench_info = _bench_info(
         cfg,
         "ours (no official CIFAR model): stem = after the first unit's bn1; each unit after bn3 "
@@ -358,35 +276,37 @@ def ce_resnet164(num_classes: int = 10, in_chans: int = 3, layout: str = "v1", *
     return model
 
 
-# --- builders ---------------------------------------------------------------------------------------
+# --- builders: every CEConfig field is a per-model default (a suite's model_args override them) ------
 
 _CONFIG_DEFAULTS = dataclasses.asdict(CEConfig())
 
 
-def _imagenet_builder(name: str, block, layers: list[int]):
-    def builder(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> CEResNet:
-        return CEResNet(block, layers, num_classes, in_chans, CEConfig(**kwargs))
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"{name}: torchvision ResNet with CE blocks (stem, layer1–3)."
-    return builder
+@register_model(**_CONFIG_DEFAULTS)
+def ce_resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
+    """ce_resnet18: torchvision ResNet with CE blocks (stem, layer1–3)."""
+    return ce_imagenet(18, num_classes, in_chans, **kwargs)
 
 
-def _cifar_builder(name: str, depth: int):
-    def builder(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CECifarResNet:
-        return CECifarResNet(CEBasicBlock, (depth - 2) // 6, num_classes, in_chans, CEConfig(**kwargs))
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"{name}: CIFAR ResNet-{depth} with CE blocks (stem, stages 1–2)."
-    return builder
+@register_model(**_CONFIG_DEFAULTS)
+def ce_resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
+    """ce_resnet50: torchvision ResNet with CE blocks (stem, layer1–3)."""
+    return ce_imagenet(50, num_classes, in_chans, **kwargs)
 
 
-for _name, _block, _layers in (
-    ("ce_resnet18", CEBasicBlockImageNet, [2, 2, 2, 2]),
-    ("ce_resnet50", CEBottleneck, [3, 4, 6, 3]),
-):
-    register(_name, _imagenet_builder(_name, _block, _layers), **_CONFIG_DEFAULTS)
+@register_model(**_CONFIG_DEFAULTS)
+def ce_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
+    """ce_resnet20: CIFAR ResNet-20 with CE blocks (stem, stages 1–2)."""
+    return ce_cifar(20, num_classes, in_chans, **kwargs)
 
-for _depth in (20, 56):
-    register(f"ce_resnet{_depth}", _cifar_builder(f"ce_resnet{_depth}", _depth), **_CONFIG_DEFAULTS)
-register("ce_resnet164", ce_resnet164, layout="v1", **_CONFIG_DEFAULTS)
+
+@register_model(**_CONFIG_DEFAULTS)
+def ce_resnet56(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
+    """ce_resnet56: CIFAR ResNet-56 with CE blocks (stem, stages 1–2)."""
+    return ce_cifar(56, num_classes, in_chans, **kwargs)
+
+
+@register_model(layout="v1", **_CONFIG_DEFAULTS)
+def ce_resnet164(num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kwargs) -> PreActCifarResNet:
+    """Pre-activation CIFAR ResNet-164 (`resnet164`) with CE after bn3 of the units of stages 1–2 and
+    after the first unit's bn1 (the stem's pre-activation)."""
+    return ce_preact(num_classes, in_chans, layout, **kwargs)

@@ -32,9 +32,10 @@ Where we follow the official code (`dcnet_cifar100/<variant>/architecture.py`, `
   `1e-5 * tf.nn.l2_loss`), returned by the model's `aux_losses`.
 - No weight decay on decoupled filters or on r (`no_weight_decay()`); the shortcuts, classifier and BN
   parameters keep it.
-- Decoupled: every 3×3 conv including the stem; not decoupled: 1×1 projection shortcuts and the
-  classifier (this answers DCNets issue #3). A BN follows every decoupled conv unless `bn=False` (the
-  code's `linear_sqcos_wo_bn`, which has no BN anywhere).
+- Decoupled: every 3×3 conv including the stem (the CIFAR ResNet's `conv_layer` slot); not decoupled:
+  1×1 projection shortcuts and the classifier (this answers DCNets issue #3). A BN follows every
+  decoupled conv unless `bn=False` (the code's `linear_sqcos_wo_bn`, which has no BN anywhere: the
+  `norm_layer` slot builds nn.Identity).
 - The code's convolutions pad "SAME" (asymmetric for stride 2); ours pad 1 on every side like the plain
   ResNet. Its BN uses ε = 1e-3 and decay 0.999; ours are PyTorch's defaults. Note that a bounded
   decoupled output has a variance of order 1/(k²·C_in) (|cos θ| of a random direction), while
@@ -61,13 +62,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from baselines.resnet_cifar import BasicBlock, CifarResNet
-from bench.registry import register
+from baselines.resnet_cifar import BasicBlock, CifarResNet, conv3x3
+from baselines.slots import replay_init_draw
+from bench.registry import register_model
 
 MAGNITUDES = ("sphere", "ball", "tanh", "linear", "seg", "log", "mix")
 BOUNDED_MAGNITUDES = ("sphere", "ball", "tanh")  # |h| <= α for any ‖x‖
@@ -225,30 +228,11 @@ class DecoupledConv2d(nn.Conv2d):
         return f"{super().extra_repr()}, magnitude={self.cfg.magnitude}, angular={self.cfg.angular}"
 
 
-def decouple_(model: nn.Module, cfg: DCConfig) -> list[str]:
-    """Replace every 3×3 nn.Conv2d of `model` by a DecoupledConv2d of the same geometry and weight, in
-    place; returns the replaced modules' names. 1×1 convs (shortcuts) and linear layers stay plain."""
-    names = []
-    for name, conv in list(model.named_modules()):
-        if type(conv) is not nn.Conv2d or conv.kernel_size != (3, 3):
-            continue
-        if conv.groups != 1 or conv.bias is not None:
-            raise ValueError(f"{name}: only bias-free, ungrouped convs can be decoupled")
-        new = DecoupledConv2d(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            cfg,
-        )
-        with torch.no_grad():
-            new.weight.copy_(conv.weight)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, new)
-        names.append(name)
-    return names
+def decoupled_conv3x3(
+    in_planes: int, out_planes: int, stride: int = 1, cfg: DCConfig | None = None
+) -> DecoupledConv2d:
+    """The CIFAR ResNet's 3×3 conv (`conv_layer` slot), decoupled."""
+    return DecoupledConv2d(in_planes, out_planes, 3, stride, 1, 1, cfg)
 
 
 def load_plain_checkpoint(model: nn.Module, checkpoint: dict) -> None:
@@ -280,53 +264,46 @@ def load_plain_checkpoint(model: nn.Module, checkpoint: dict) -> None:
             module.project_()
 
 
-class ProjectionBasicBlock(BasicBlock):
-    """Basic block with a 1×1 conv + BN projection shortcut where the shape changes (the DCNets code)."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
-        super().__init__(in_planes, planes, stride)
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(planes)
-            )
+def no_norm(channels: int) -> nn.Identity:
+    return nn.Identity()
 
 
 class DCNetResNet(CifarResNet):
-    """A CIFAR ResNet whose 3×3 convs (stem included) are decoupled; `cfg=None` leaves it plain."""
+    """A CIFAR ResNet whose 3×3 convs (stem included) are decoupled; `cfg=None` leaves it plain.
+    `shortcut` "A" (zero-pad) or "B" (1×1 conv + BN, the DCNets code); `stem_relu=False`: the DCNets
+    code's stem, conv + BN without a ReLU."""
 
     def __init__(
         self,
-        block: type[nn.Module],
         depth_per_stage: int,
         num_classes: int,
         in_chans: int,
         widths: tuple[int, int, int],
         cfg: DCConfig | None,
+        shortcut: str = "A",
         stem_relu: bool = True,
     ):
-        super().__init__(block, depth_per_stage, num_classes, in_chans, widths)
+        conv_layer = partial(decoupled_conv3x3, cfg=cfg) if cfg is not None else conv3x3
+        norm_layer = no_norm if cfg is not None and not cfg.bn else nn.BatchNorm2d
+        block_kwargs = {"shortcut": shortcut}
+        super().__init__(
+            BasicBlock, depth_per_stage, num_classes, in_chans, widths, block_kwargs, conv_layer, norm_layer
+        )
         self.cfg, self.stem_relu = cfg, stem_relu
-        decoupled = decouple_(self, cfg) if cfg is not None else []
-        if cfg is not None and not cfg.bn:
-            for name, module in list(self.named_modules()):
-                if isinstance(module, nn.BatchNorm2d):
-                    parent, _, child = name.rpartition(".")
-                    setattr(self.get_submodule(parent), child, nn.Identity())
+        for conv in self.decoupled_convs().values():
+            # the first version built plain convs and then replaced each by a DecoupledConv2d
+            replay_init_draw(conv)
         self.bench_info = {
             "operator": dataclasses.asdict(cfg) if cfg is not None else None,
-            "decoupled_convs": len(decoupled),
+            "decoupled_convs": len(self.decoupled_convs()),
             "decoupled": "every 3×3 conv incl. the stem; not the 1×1 shortcuts or the classifier",
-            "shortcut": "projection (1×1 conv + BN)"
-            if block is ProjectionBasicBlock
-            else "option A (zero-pad)",
+            "shortcut": "projection (1×1 conv + BN)" if shortcut == "B" else "option A (zero-pad)",
             "stem_relu": stem_relu,
         }
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def forward_stem(self, x: Tensor) -> Tensor:
         x = self.bn1(self.conv1(x))
-        if self.stem_relu:
-            x = self.relu(x)
-        return self.layer3(self.layer2(self.layer1(x)))
+        return self.relu(x) if self.stem_relu else x
 
     def decoupled_convs(self) -> dict[str, DecoupledConv2d]:
         return {n: m for n, m in self.named_modules() if isinstance(m, DecoupledConv2d)}
@@ -341,49 +318,160 @@ class DCNetResNet(CifarResNet):
         return {f"{n}.{p}" for n, m in self.decoupled_convs().items() for p, _ in m.named_parameters()}
 
 
-# --- builders ---------------------------------------------------------------------------------------
+# --- builders: the operator's DCConfig fields are per-model defaults ---------------------------------
 
 _OPERATOR_FIELDS = {f.name for f in dataclasses.fields(DCConfig)}
 
 
-def _builder(name: str, depth_per_stage: int, widths, block, stem_relu: bool, decoupled: bool = True):
-    def builder(num_classes: int = 10, in_chans: int = 3, plain_checkpoint: str | None = None, **kwargs):
-        unknown = set(kwargs) - (_OPERATOR_FIELDS if decoupled else set())
-        if unknown:
-            raise TypeError(
-                f"{name}: unknown arguments {sorted(unknown)}; DCConfig fields are {sorted(_OPERATOR_FIELDS)}"
-            )
-        cfg = DCConfig(**kwargs) if decoupled else None
-        model = DCNetResNet(block, depth_per_stage, num_classes, in_chans, widths, cfg, stem_relu)
-        if plain_checkpoint is not None:
-            load_plain_checkpoint(model, torch.load(plain_checkpoint, map_location="cpu", weights_only=True))
-            model.bench_info["plain_checkpoint"] = str(plain_checkpoint)
-        return model
+def dcnet(
+    name: str,
+    depth_per_stage: int,
+    widths: tuple[int, int, int],
+    shortcut: str,
+    stem_relu: bool,
+    num_classes: int,
+    in_chans: int,
+    plain_checkpoint: str | None = None,
+    decoupled: bool = True,
+    **kwargs,
+) -> DCNetResNet:
+    unknown = set(kwargs) - (_OPERATOR_FIELDS if decoupled else set())
+    if unknown:
+        raise TypeError(
+            f"{name}: unknown arguments {sorted(unknown)}; DCConfig fields are {sorted(_OPERATOR_FIELDS)}"
+        )
+    cfg = DCConfig(**kwargs) if decoupled else None
+    model = DCNetResNet(depth_per_stage, num_classes, in_chans, widths, cfg, shortcut, stem_relu)
+    if plain_checkpoint is not None:
+        load_plain_checkpoint(model, torch.load(plain_checkpoint, map_location="cpu", weights_only=True))
+        model.bench_info["plain_checkpoint"] = str(plain_checkpoint)
+    return model
 
-    builder.__name__ = builder.__qualname__ = name
-    return builder
+
+def dcnet_resnet20(name: str, num_classes: int, in_chans: int, **kwargs) -> DCNetResNet:
+    """The CIFAR ResNet-20 (option-A shortcuts) with every 3×3 conv decoupled."""
+    return dcnet(name, 3, (16, 32, 64), "A", True, num_classes, in_chans, **kwargs)
 
 
-_RESNET20_VARIANTS = [(m, "cos") for m in MAGNITUDES] + [
-    (m, a) for m in ("sphere", "tanh", "linear") for a in ("linear", "sigmoid", "sqcos")
-]
-for _mag, _ang in _RESNET20_VARIANTS:
-    _name = f"dcnet_{_mag}_{_ang}_resnet20"
-    register(_name, _builder(_name, 3, (16, 32, 64), BasicBlock, True), magnitude=_mag, angular=_ang)
-_name = "dcnet_linear_sqcos_nobn_resnet20"
-register(
-    _name, _builder(_name, 3, (16, 32, 64), BasicBlock, True), magnitude="linear", angular="sqcos", bn=False
-)
+def dcnet_resnet32w96(name: str, num_classes: int, in_chans: int, **kwargs) -> DCNetResNet:
+    """The official CIFAR-100 network (widths 96/192/384, projection shortcuts, no stem ReLU)."""
+    return dcnet(name, 5, (96, 192, 384), "B", False, num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="sphere", angular="cos")
+def dcnet_sphere_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_sphere_cos_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="ball", angular="cos")
+def dcnet_ball_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_ball_cos_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="tanh", angular="cos")
+def dcnet_tanh_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_tanh_cos_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="linear", angular="cos")
+def dcnet_linear_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_linear_cos_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="seg", angular="cos")
+def dcnet_seg_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_seg_cos_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="log", angular="cos")
+def dcnet_log_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_log_cos_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="mix", angular="cos")
+def dcnet_mix_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_mix_cos_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="sphere", angular="linear")
+def dcnet_sphere_linear_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_sphere_linear_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="sphere", angular="sigmoid")
+def dcnet_sphere_sigmoid_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_sphere_sigmoid_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="sphere", angular="sqcos")
+def dcnet_sphere_sqcos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_sphere_sqcos_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="tanh", angular="linear")
+def dcnet_tanh_linear_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_tanh_linear_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="tanh", angular="sigmoid")
+def dcnet_tanh_sigmoid_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_tanh_sigmoid_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="tanh", angular="sqcos")
+def dcnet_tanh_sqcos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_tanh_sqcos_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="linear", angular="linear")
+def dcnet_linear_linear_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_linear_linear_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="linear", angular="sigmoid")
+def dcnet_linear_sigmoid_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_linear_sigmoid_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="linear", angular="sqcos")
+def dcnet_linear_sqcos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_linear_sqcos_resnet20", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="linear", angular="sqcos", bn=False)
+def dcnet_linear_sqcos_nobn_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet20("dcnet_linear_sqcos_nobn_resnet20", num_classes, in_chans, **kwargs)
+
 
 # the official CIFAR-100 network: its five variant directories, and the same network with plain convs
-_WIDE = (5, (96, 192, 384), ProjectionBasicBlock, False)
-for _variant, _kw in (
-    ("tanh_cos", {"magnitude": "tanh", "angular": "cos"}),
-    ("ball_cos", {"magnitude": "ball", "angular": "cos"}),
-    ("seg_cos", {"magnitude": "seg", "angular": "cos"}),
-    ("linear_cos", {"magnitude": "linear", "angular": "cos"}),
-    ("linear_sqcos_nobn", {"magnitude": "linear", "angular": "sqcos", "bn": False}),
-):
-    _name = f"dcnet_{_variant}_resnet32w96"
-    register(_name, _builder(_name, *_WIDE), **_kw)
-register("resnet32w96", _builder("resnet32w96", *_WIDE, decoupled=False))
+
+
+@register_model(magnitude="tanh", angular="cos")
+def dcnet_tanh_cos_resnet32w96(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet32w96("dcnet_tanh_cos_resnet32w96", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="ball", angular="cos")
+def dcnet_ball_cos_resnet32w96(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet32w96("dcnet_ball_cos_resnet32w96", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="seg", angular="cos")
+def dcnet_seg_cos_resnet32w96(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet32w96("dcnet_seg_cos_resnet32w96", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="linear", angular="cos")
+def dcnet_linear_cos_resnet32w96(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet32w96("dcnet_linear_cos_resnet32w96", num_classes, in_chans, **kwargs)
+
+
+@register_model(magnitude="linear", angular="sqcos", bn=False)
+def dcnet_linear_sqcos_nobn_resnet32w96(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    return dcnet_resnet32w96("dcnet_linear_sqcos_nobn_resnet32w96", num_classes, in_chans, **kwargs)
+
+
+@register_model
+def resnet32w96(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
+    """The plain control: the official DCNets CIFAR-100 network with ordinary convs."""
+    return dcnet_resnet32w96("resnet32w96", num_classes, in_chans, decoupled=False, **kwargs)

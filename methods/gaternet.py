@@ -30,8 +30,8 @@ so the shortcut path is never gated.
 
 There is no official code. Not confirmed by any source reachable here, so these are config fields with
 defaults chosen here and listed in `bench_info["unconfirmed"]`:
-- the bottleneck width b (default 16 on CIFAR, the value reference/methods.md §1.3 and ResNet-Wider's
-  size estimate assume; 256 on ImageNet, where there are 22,656 gates);
+- the bottleneck width b (default 16 on CIFAR, the value ResNet-Wider's size estimate assumes; 256 on
+  ImageNet, where there are 22,656 gates);
 - the sparsity weight λ and how the L1 term is normalised (here λ · mean gate value, i.e. λ times the
   fraction of open gates, so λ means the same on every backbone; default 0.1);
 - which filters are gated (default: every conv filter of every residual block, as the issue describes;
@@ -45,9 +45,11 @@ defaults chosen here and listed in `bench_info["unconfirmed"]`:
 - the initial bias of the gate logits, 1.0: most gates start open (P = Φ(1) ≈ 0.84 for a hard gate
   under σ = 1 noise), so training starts near the plain backbone, while logit + noise stays mostly
   below ln 11 ≈ 2.4, where the saturating sigmoid is flat and passes no gradient. PyTorch's default
-  (≈ 0) closes half the filters at random from the first step: on 4,000 Fashion-MNIST images for one
-  epoch it reached 28 % test accuracy against 57 % with 1.0 (ResNet-20: 72 %); a bias of 5 saturates
-  every gate at 1 and the gater never learns.
+  (≈ 0) closes half the filters at random from the first step, and a bias of 5 saturates every gate at
+  1 so that the gater never learns (docs/methods.md has the runs that showed both).
+
+How it sits in the ResNet: the gater runs first in the network's forward and hands each block's gate
+slot (`baselines.slots`) its slice of the gates; every block forward is then a plain `forward(x)`.
 
 Gate interface (`bench.gates`): each gated block carries one site per gated conv (`gate_sites`):
 it produces that conv's filters and is consumed by the block's next conv (conv1 -> conv2, conv2 ->
@@ -64,17 +66,18 @@ channels, and the block's last conv adds its open channels into the shortcut. It
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
-import torchvision
 from torch import Tensor, nn
-from torchvision.models.resnet import Bottleneck as TvBottleneck
 
 from baselines.resnet_cifar import BasicBlock, CifarResNet, PreActBottleneck, PreActCifarResNet
-from baselines.resnet_imagenet import ImageNetResNet
+from baselines.resnet_imagenet import BasicBlock as ImageNetBasicBlock
+from baselines.resnet_imagenet import Bottleneck, ImageNetResNet
+from baselines.slots import set_gating
 from bench import sparse
 from bench.gates import GateSite
-from bench.registry import register
+from bench.registry import register_model
 
 UNCONFIRMED = [
     "b",
@@ -150,171 +153,47 @@ class Gater(nn.Module):
         self.fc2 = nn.Linear(cfg.b, num_gates)
         nn.init.constant_(self.fc2.bias, cfg.gate_bias_init)
         self.semhash = ImprovedSemHash(cfg.noise_std, cfg.hard_fraction, cfg.hard_ramp)
+        self.enabled = True  # False: every gate is 1 (the plain backbone, for tests and ablations)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.semhash(self.fc2(self.relu(self.fc1(self.features(x)))))
+        gates = self.semhash(self.fc2(self.relu(self.fc1(self.features(x)))))
+        return gates if self.enabled else torch.ones_like(gates)
 
 
-# --- backbone blocks whose filters are switched by the gater ---------------------------------------
+# --- the blocks' gate slot: the block's slice of the gater output ---------------------------------------
 
 
-def _declare_gates(block: nn.Module, convs: tuple[str, ...], order: tuple[str, ...]) -> None:
-    """Record which convs of `block` are gated and declare their gate sites (see the module docstring)."""
-    block.gated_convs = convs
-    block.gate_widths = [getattr(block, name).out_channels for name in convs]
-    block.num_gates = sum(block.gate_widths)
-    # a gated conv's closed filters are also missing from the next conv's input; the block's last conv
-    # feeds the residual sum, where the identity keeps every channel alive
-    block.gate_sites = {
-        name: GateSite("channel", produces=(name,), consumes=tuple(order[order.index(name) + 1 :][:1]))
-        for name in convs
-    }
+class GaterSlice(nn.Module):
+    """A block's gate slot: no parameters; returns, per gated conv, the slice of the gater's output
+    that the network handed it (`give`) before the block runs."""
 
+    def __init__(self, block: nn.Module, gated: str):
+        super().__init__()
+        order = block.convs
+        if gated == "all":
+            convs = order
+        elif gated == "inner":
+            convs = order[:-1]
+        else:
+            raise ValueError(f"gated_convs must be 'all' or 'inner', not {gated!r}")
+        self.convs = convs
+        self.widths = [getattr(block, name).out_channels for name in convs]
+        self.num_gates = sum(self.widths)
+        # a gated conv's closed filters are also missing from the next conv's input; the block's last conv
+        # feeds the residual sum, where the identity keeps every channel alive
+        self.sites = {
+            name: GateSite("channel", produces=(name,), consumes=tuple(order[order.index(name) + 1 :][:1]))
+            for name in convs
+        }
+        self.gates: Tensor | None = None
 
-def _by_conv(block: nn.Module, gates: Tensor) -> dict[str, Tensor]:
-    """The block's slice of the gater output, by gated conv name, each [batch, channels]."""
-    return dict(zip(block.gated_convs, gates.split(block.gate_widths, dim=1), strict=True))
+    def give(self, gates: Tensor) -> None:
+        self.gates = gates
 
-
-def _split_gates(block: nn.Module, gates: Tensor) -> dict[str, Tensor]:
-    """`_by_conv`, recorded on the block (the gate interface)."""
-    split = _by_conv(block, gates)
-    block.last_gates = {name: gate.detach() for name, gate in split.items()}
-    return split
-
-
-def _apply(out: Tensor, gates: dict[str, Tensor], conv: str) -> Tensor:
-    gate = gates.get(conv)
-    return out if gate is None else out * gate[:, :, None, None]
-
-
-def _active(block: nn.Module, gates: Tensor) -> dict[str, Tensor | None]:
-    """One sample's open-filter indices per conv of `block` (None: not gated or all open)."""
-    split = _by_conv(block, gates)
-    return {name: sparse.active(split[name][0] if name in split else None) for name in block.conv_order}
-
-
-def _gated_names(kind: str, order: tuple[str, ...]) -> tuple[str, ...]:
-    if kind == "all":
-        return order
-    if kind == "inner":
-        return order[:-1]
-    raise ValueError(f"gated_convs must be 'all' or 'inner', not {kind!r}")
-
-
-class GatedBasicBlock(BasicBlock):
-    """He et al.'s CIFAR basic block with its filters switched by gates from the gater."""
-
-    conv_order = ("conv1", "conv2")
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, gated_convs: str = "all"):
-        super().__init__(in_planes, planes, stride)
-        _declare_gates(self, _gated_names(gated_convs, self.conv_order), self.conv_order)
-
-    def forward(self, x: Tensor, gates: Tensor) -> Tensor:
-        g = _split_gates(self, gates)
-        identity = self.shortcut(x)
-        out = _apply(self.relu(self.bn1(self.conv1(x))), g, "conv1")
-        out = _apply(self.bn2(self.conv2(out)), g, "conv2")
-        return self.relu(out + identity)
-
-    def sparse_parameters(self) -> dict:
-        return sparse.fold_block(self, 2)
-
-    def forward_sparse(self, x: Tensor, gates: Tensor, folded: dict) -> Tensor:
-        i = _active(self, gates)
-        identity = self.shortcut(x)
-        out = self.relu(sparse.conv(folded["conv1"], x, i["conv1"]))
-        out = sparse.conv(folded["conv2"], out, i["conv2"], i["conv1"])
-        return self.relu(sparse.scatter_add(identity, i["conv2"], out))
-
-
-class GatedPreActBottleneck(PreActBottleneck):
-    """He et al.'s pre-activation bottleneck (ResNet-164) with its filters switched by the gater.
-
-    conv1's and conv2's gates act after the BN-ReLU that pre-activates the next conv (so that conv reads
-    exact zeros), conv3's on its output, before the addition.
-    """
-
-    conv_order = ("conv1", "conv2", "conv3")
-
-    def __init__(
-        self, in_planes: int, planes: int, stride: int = 1, layout: str = "v1", gated_convs: str = "all"
-    ):
-        super().__init__(in_planes, planes, stride, layout)
-        _declare_gates(self, _gated_names(gated_convs, self.conv_order), self.conv_order)
-
-    def forward(self, x: Tensor, gates: Tensor) -> Tensor:
-        g = _split_gates(self, gates)
-        preact = self.relu(self.bn1(x))
-        identity = x if self.shortcut is None else self.shortcut(preact)
-        out = _apply(self.relu(self.bn2(self.conv1(preact))), g, "conv1")
-        out = _apply(self.relu(self.bn3(self.conv2(out))), g, "conv2")
-        out = _apply(self.conv3(out), g, "conv3")
-        return out + identity
-
-    def sparse_parameters(self) -> dict:
-        return {"conv1": sparse.fold(self.conv1, self.bn2), "conv2": sparse.fold(self.conv2, self.bn3),
-                "conv3": sparse.fold(self.conv3)}  # fmt: skip
-
-    def forward_sparse(self, x: Tensor, gates: Tensor, folded: dict) -> Tensor:
-        i = _active(self, gates)
-        preact = self.relu(self.bn1(x))
-        identity = x if self.shortcut is None else self.shortcut(preact)
-        out = self.relu(sparse.conv(folded["conv1"], preact, i["conv1"]))
-        out = self.relu(sparse.conv(folded["conv2"], out, i["conv2"], i["conv1"]))
-        out = sparse.conv(folded["conv3"], out, i["conv3"], i["conv2"])
-        return sparse.scatter_add(identity, i["conv3"], out)
-
-
-class GatedBottleneck(TvBottleneck):
-    """torchvision's bottleneck (v1.5: stride on the 3×3) with its filters switched by the gater."""
-
-    conv_order = ("conv1", "conv2", "conv3")
-
-    def configure_gates(self, gated_convs: str) -> None:
-        _declare_gates(self, _gated_names(gated_convs, self.conv_order), self.conv_order)
-
-    def forward(self, x: Tensor, gates: Tensor) -> Tensor:
-        g = _split_gates(self, gates)
-        identity = x if self.downsample is None else self.downsample(x)
-        out = _apply(self.relu(self.bn1(self.conv1(x))), g, "conv1")
-        out = _apply(self.relu(self.bn2(self.conv2(out))), g, "conv2")
-        out = _apply(self.bn3(self.conv3(out)), g, "conv3")
-        return self.relu(out + identity)
-
-    def sparse_parameters(self) -> dict:
-        return sparse.fold_block(self, 3)
-
-    def forward_sparse(self, x: Tensor, gates: Tensor, folded: dict) -> Tensor:
-        i = _active(self, gates)
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(sparse.conv(folded["conv1"], x, i["conv1"]))
-        out = self.relu(sparse.conv(folded["conv2"], out, i["conv2"], i["conv1"]))
-        out = sparse.conv(folded["conv3"], out, i["conv3"], i["conv2"])
-        return self.relu(sparse.scatter_add(identity, i["conv3"], out))
-
-
-class GatedStage(nn.Sequential):
-    """A stage of gated blocks; hands each block its slice of the gates."""
-
-    @property
-    def num_gates(self) -> int:
-        return sum(block.num_gates for block in self)
-
-    def forward(self, x: Tensor, gates: Tensor) -> Tensor:
-        for block, block_gates in zip(self, self._by_block(gates), strict=True):
-            x = block(x, block_gates)
-        return x
-
-    def forward_sparse(self, x: Tensor, gates: Tensor, folded: dict) -> Tensor:
-        """One sample through the stage's sparse blocks (`folded`: every block's folded parameters)."""
-        for block, block_gates in zip(self, self._by_block(gates), strict=True):
-            x = block.forward_sparse(x, block_gates, folded[id(block)])
-        return x
-
-    def _by_block(self, gates: Tensor) -> tuple[Tensor, ...]:
-        return gates.split([b.num_gates for b in self], dim=1)
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        if self.gates is None:
+            raise RuntimeError("a GaterNet block runs inside its network, whose gater hands it its gates")
+        return dict(zip(self.convs, self.gates.split(self.widths, dim=1), strict=True))
 
 
 # --- gater feature extractors ------------------------------------------------------------------------
@@ -327,9 +206,7 @@ def _gater_features(arch: str, in_chans: int) -> tuple[nn.Module, int]:
         trunk.fc = nn.Identity()
         return trunk, 64
     if arch == "resnet18":
-        trunk = torchvision.models.resnet18()
-        if in_chans != 3:
-            trunk.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        trunk = ImageNetResNet(ImageNetBasicBlock, [2, 2, 2, 2], in_chans=in_chans)
         trunk.fc = nn.Identity()
         return trunk, 512
     raise ValueError(f"gater_arch must be 'resnet20' or 'resnet18', not {arch!r}")
@@ -338,18 +215,14 @@ def _gater_features(arch: str, in_chans: int) -> tuple[nn.Module, int]:
 # --- networks ----------------------------------------------------------------------------------------
 
 
-class _GaterNetMixin:
-    """What both backbones share: the gater, the gating switch and the L1 loss."""
-
-    stages: tuple[str, ...]
+class GaterNetMixin:
+    """What every backbone shares: the gater that runs first, the gating switch, the L1 loss, the sparse
+    path."""
 
     def _init_gaternet(self, cfg: GaterNetConfig, in_chans: int, backbone: str) -> None:
         self.cfg = cfg
-        for name in self.stages:
-            setattr(self, name, GatedStage(*getattr(self, name)))
         features, dim = _gater_features(cfg.gater_arch, in_chans)
-        self.gater = Gater(features, dim, sum(getattr(self, s).num_gates for s in self.stages), cfg)
-        self.gating = True  # False: every gate is 1 (the plain backbone, for tests and ablations)
+        self.gater = Gater(features, dim, sum(s.num_gates for s in self.gate_slices()), cfg)
         self._train_gates: Tensor | None = None
         self.bench_info = {
             "method": "gaternet",
@@ -359,28 +232,29 @@ class _GaterNetMixin:
             "unconfirmed": UNCONFIRMED,
         }
 
-    def _gates(self, x: Tensor) -> list[Tensor]:
+    def gate_slices(self) -> list[GaterSlice]:
+        return [m for m in self.modules() if isinstance(m, GaterSlice)]
+
+    def set_gating(self, enabled: bool) -> None:
+        """Switch gating off (every gate 1: the plain backbone) or back on."""
+        set_gating(self, enabled)
+
+    def hand_out_gates(self, x: Tensor) -> None:
+        """Run the gater on `x` and give every block's gate slot its slice."""
         gates = self.gater(x)
-        if not self.gating:
-            gates = torch.ones_like(gates)
         self._train_gates = gates if self.training else None
-        return list(gates.split([getattr(self, s).num_gates for s in self.stages], dim=1))
+        slices = self.gate_slices()
+        for slot, part in zip(slices, gates.split([s.num_gates for s in slices], dim=1), strict=True):
+            slot.give(part)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.hand_out_gates(x)
+        return super().forward(x)
 
     @torch.inference_mode()
     def forward_sparse(self, x: Tensor) -> Tensor:
         """Inference, one sample at a time: only open filters are computed (see `bench.sparse`)."""
-
-        def one(x: Tensor, folded: dict) -> Tensor:
-            gates = self._gates(x)
-            x = self._sparse_stem(x)
-            for name, stage_gates in zip(self.stages, gates, strict=True):
-                x = getattr(self, name).forward_sparse(x, stage_gates, folded)
-            return self._sparse_head(x)
-
-        return sparse.per_sample(self, x, one)
-
-    def _sparse_head(self, x: Tensor) -> Tensor:
-        return self.fc(self.avgpool(x).flatten(1))
+        return sparse.forward_blocks(self, x, before=self.hand_out_gates)
 
     def aux_losses(self, progress: float) -> dict[str, Tensor]:
         self.gater.semhash.progress = progress  # used by the next forward (hard-share ramp)
@@ -389,88 +263,61 @@ class _GaterNetMixin:
         return {"gate_l1": self.cfg.sparsity_weight * self._train_gates.abs().mean()}
 
 
-class GaterNetCifar(_GaterNetMixin, CifarResNet):
+class GaterNetCifar(GaterNetMixin, CifarResNet):
     """A CIFAR ResNet (He et al., option A) whose block filters are gated by a ResNet-20 gater."""
 
-    stages = ("layer1", "layer2", "layer3")
-
     def __init__(self, depth_per_stage: int, num_classes: int, in_chans: int, cfg: GaterNetConfig):
-        block_kwargs = {"gated_convs": cfg.gated_convs}
-        CifarResNet.__init__(
-            self, GatedBasicBlock, depth_per_stage, num_classes, in_chans, block_kwargs=block_kwargs
-        )
+        block_kwargs = {"gate_layer": partial(GaterSlice, gated=cfg.gated_convs)}
+        super().__init__(BasicBlock, depth_per_stage, num_classes, in_chans, block_kwargs=block_kwargs)
         self._init_gaternet(cfg, in_chans, f"resnet{6 * depth_per_stage + 2}")
 
-    def _sparse_stem(self, x: Tensor) -> Tensor:
-        return self.relu(self.bn1(self.conv1(x)))
 
-    def forward(self, x: Tensor) -> Tensor:
-        g1, g2, g3 = self._gates(x)
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x, g1), g2), g3)
-        return self.fc(self.avgpool(x).flatten(1))
-
-
-class GaterNetPreAct(_GaterNetMixin, PreActCifarResNet):
+class GaterNetPreAct(GaterNetMixin, PreActCifarResNet):
     """The pre-activation bottleneck ResNet-164 (He et al. 2016b) gated by a ResNet-20 gater."""
 
-    stages = ("layer1", "layer2", "layer3")
-
     def __init__(self, num_classes: int, in_chans: int, cfg: GaterNetConfig, layout: str = "v1"):
-        block_kwargs = {"layout": layout, "gated_convs": cfg.gated_convs}
-        PreActCifarResNet.__init__(
-            self, GatedPreActBottleneck, 18, num_classes, in_chans, block_kwargs=block_kwargs
-        )
+        block_kwargs = {"layout": layout, "gate_layer": partial(GaterSlice, gated=cfg.gated_convs)}
+        super().__init__(PreActBottleneck, 18, num_classes, in_chans, block_kwargs=block_kwargs)
         self._init_gaternet(cfg, in_chans, "resnet164")
         self.bench_info["layout"] = layout
 
-    def _sparse_stem(self, x: Tensor) -> Tensor:
-        return self.conv1(x)
 
-    def _sparse_head(self, x: Tensor) -> Tensor:
-        return self.fc(self.avgpool(self.relu(self.bn(x))).flatten(1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        g1, g2, g3 = self._gates(x)
-        x = self.layer3(self.layer2(self.layer1(self.conv1(x), g1), g2), g3)
-        x = self.relu(self.bn(x))
-        return self.fc(self.avgpool(x).flatten(1))
-
-
-class GaterNetImageNet(_GaterNetMixin, ImageNetResNet):
+class GaterNetImageNet(GaterNetMixin, ImageNetResNet):
     """torchvision's bottleneck ResNet (v1.5 layout) with its block filters gated by the gater."""
-
-    stages = ("layer1", "layer2", "layer3", "layer4")
 
     def __init__(
         self, layers: list[int], num_classes: int, in_chans: int, cfg: GaterNetConfig, backbone: str
     ):
-        ImageNetResNet.__init__(self, GatedBottleneck, layers, num_classes, in_chans)
-        for module in self.modules():
-            if isinstance(module, GatedBottleneck):
-                module.configure_gates(cfg.gated_convs)
+        block_kwargs = {"gate_layer": partial(GaterSlice, gated=cfg.gated_convs)}
+        super().__init__(Bottleneck, layers, num_classes, in_chans, block_kwargs=block_kwargs)
         self._init_gaternet(cfg, in_chans, backbone)
         self.bench_info["layout"] = "v1.5"
 
-    def _sparse_stem(self, x: Tensor) -> Tensor:
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
-    def forward(self, x: Tensor) -> Tensor:
-        g1, g2, g3, g4 = self._gates(x)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x, g1), g2), g3), g4)
-        return self.fc(self.avgpool(x).flatten(1))
+def gaternet_cifar(depth: int, num_classes: int = 10, in_chans: int = 3, **kwargs) -> GaterNetCifar:
+    """GaterNet with a CIFAR ResNet backbone of `depth` and a ResNet-20 gater."""
+    return GaterNetCifar((depth - 2) // 6, num_classes, in_chans, GaterNetConfig(**kwargs))
 
 
-def _cifar_builder(depth: int):
-    def builder(num_classes: int = 10, in_chans: int = 3, **kwargs) -> GaterNetCifar:
-        return GaterNetCifar((depth - 2) // 6, num_classes, in_chans, GaterNetConfig(**kwargs))
-
-    builder.__name__ = builder.__qualname__ = f"gaternet_resnet{depth}"
-    builder.__doc__ = f"GaterNet with a CIFAR ResNet-{depth} backbone and a ResNet-20 gater."
-    return builder
+@register_model
+def gaternet_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> GaterNetCifar:
+    """GaterNet with a CIFAR ResNet-20 backbone and a ResNet-20 gater."""
+    return gaternet_cifar(20, num_classes, in_chans, **kwargs)
 
 
+@register_model
+def gaternet_resnet56(num_classes: int = 10, in_chans: int = 3, **kwargs) -> GaterNetCifar:
+    """GaterNet with a CIFAR ResNet-56 backbone and a ResNet-20 gater."""
+    return gaternet_cifar(56, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def gaternet_resnet110(num_classes: int = 10, in_chans: int = 3, **kwargs) -> GaterNetCifar:
+    """GaterNet with a CIFAR ResNet-110 backbone and a ResNet-20 gater."""
+    return gaternet_cifar(110, num_classes, in_chans, **kwargs)
+
+
+@register_model
 def gaternet_resnet164(
     num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kwargs
 ) -> GaterNetPreAct:
@@ -478,13 +325,8 @@ def gaternet_resnet164(
     return GaterNetPreAct(num_classes, in_chans, GaterNetConfig(**kwargs), layout)
 
 
+@register_model
 def gaternet_resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> GaterNetImageNet:
     """GaterNet with a torchvision ResNet-50 backbone (v1.5 layout) and a ResNet-18 gater."""
     kwargs = {"b": 256, "gater_arch": "resnet18", **kwargs}
     return GaterNetImageNet([3, 4, 6, 3], num_classes, in_chans, GaterNetConfig(**kwargs), "resnet50")
-
-
-for _depth in (20, 56, 110):
-    register(f"gaternet_resnet{_depth}", _cifar_builder(_depth))
-register("gaternet_resnet164", gaternet_resnet164)
-register("gaternet_resnet50", gaternet_resnet50)

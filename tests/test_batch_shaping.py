@@ -228,7 +228,7 @@ def test_all_gates_open_equals_the_plain_resnet():
 def test_sizes_and_macs(name, baseline, gate_params, shape):
     model = create_model(name, num_classes=10 if baseline else 1000)
     n_gates = sum(p.numel() for h in model.gate_heads() for p in h.parameters())
-    assert n_gates == gate_params  # reference/methods.md §1.3
+    assert n_gates == gate_params
     if baseline is None:
         assert sum(p.numel() for p in model.parameters()) - n_gates == 25_557_032  # torchvision ResNet-50
         return

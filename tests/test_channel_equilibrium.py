@@ -1,5 +1,5 @@
 """Channel Equilibrium: the Newton-iteration whitening, the running statistics, and the official
-ResNet-50's size (Tangshitao/CENet; reference/methods.md §1.3 and §4)."""
+ResNet-50's size (Tangshitao/CENet)."""
 
 from __future__ import annotations
 
@@ -174,19 +174,23 @@ def test_ce_resnet50_matches_the_official_model():
     assert extra == whitening + fcs
     assert extra == pytest.approx(0.139e9, rel=0.005)  # "+0.139G", measured from the official code
     ce_blocks = {n for n, m in model.named_modules() if isinstance(m, ChannelEquilibrium)}
-    assert ce_blocks == {"ce1"} | {f"layer{s}.{b}.ce" for s, n in ((1, 3), (2, 4), (3, 6)) for b in range(n)}
-    assert model.ce1.bd.d == 64 and {model.get_submodule(n).bd.d for n in ce_blocks - {"ce1"}} == {16}
+    assert ce_blocks == {"stem_attn"} | {
+        f"layer{s}.{b}.attn" for s, n in ((1, 3), (2, 4), (3, 6)) for b in range(n)
+    }
+    assert model.stem_attn.bd.d == 64 and {
+        model.get_submodule(n).bd.d for n in ce_blocks - {"stem_attn"}
+    } == {16}
 
 
 def test_cifar_placement_and_training_step():
     model = create_model("ce_resnet20", num_classes=10, in_chans=1)
     ce_blocks = {n for n, m in model.named_modules() if isinstance(m, ChannelEquilibrium)}
-    assert ce_blocks == {"ce1"} | {f"layer{s}.{b}.ce" for s in (1, 2) for b in range(3)}
-    assert model.ce1.bd.d == 16  # the stem's 16 channels form one group
+    assert ce_blocks == {"stem_attn"} | {f"layer{s}.{b}.attn" for s in (1, 2) for b in range(3)}
+    assert model.stem_attn.bd.d == 16  # the stem's 16 channels form one group
     assert params(model) - params(create_model("resnet20", num_classes=10, in_chans=1)) == 4 * 137 + 3 * 529
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     nn.functional.cross_entropy(model(x), y).backward()
-    assert model.layer1[0].ce.mix_logit.grad is not None
+    assert model.layer1[0].attn.mix_logit.grad is not None
     model.eval()
     assert torch.isfinite(model(x)).all()  # a fresh model evaluates (IR scale starts at 1)
     assert model.bench_info["ce"]["T"] == 3
@@ -194,8 +198,8 @@ def test_cifar_placement_and_training_step():
 
 def test_config_fields_reach_the_blocks():
     model = create_model("ce_resnet20", num_classes=10, T=5, group_size=8, stem=False, last_stage=True)
-    assert isinstance(model.ce1, nn.Identity)
-    assert model.layer3[0].ce.bd.T == 5 and model.layer1[0].ce.bd.d == 8
+    assert isinstance(model.stem_attn, nn.Identity)
+    assert model.layer3[0].attn.bd.T == 5 and model.layer1[0].attn.bd.d == 8
     with pytest.raises(ValueError, match="combine"):
         CEConfig(combine="sum")
 
@@ -203,13 +207,15 @@ def test_config_fields_reach_the_blocks():
 def test_ce_resnet164_places_ce_after_bn3_and_at_the_stem_preactivation():
     model = create_model("ce_resnet164", num_classes=10)
     ce_blocks = {n for n, m in model.named_modules() if isinstance(m, ChannelEquilibrium)}
-    assert ce_blocks == {"layer1.0.ce_in"} | {f"layer{s}.{b}.ce" for s in (1, 2) for b in range(18)}
-    assert model.layer2[0].ce.bd.d == 16 and model.layer2[0].ce.ir.fc1.in_features == 32  # bn3 width
+    assert ce_blocks == {"layer1.0.attn_bn1"} | {f"layer{s}.{b}.attn_bn3" for s in (1, 2) for b in range(18)}
+    assert (
+        model.layer2[0].attn_bn3.bd.d == 16 and model.layer2[0].attn_bn3.ir.fc1.in_features == 32
+    )  # bn3 width
     # IR: C²/2 + LayerNorm 2·C/4 + the mix scalar, with C = 16 (stem, stage 1) and 32 (stage 2)
     assert params(model) - params(create_model("resnet164", num_classes=10)) == 19 * 137 + 18 * 529
     x = torch.randn(2, 3, 16, 16)
     model(x).sum().backward()
-    assert model.layer1[0].ce_in.mix_logit.grad is not None
+    assert model.layer1[0].attn_bn1.mix_logit.grad is not None
     assert model.bench_info["layout"] == "v1"
 
 

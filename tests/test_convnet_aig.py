@@ -8,18 +8,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baselines.convnet_aig import (
-    AIGBasicBlock,
-    AIGBottleneck,
-    AIGGate,
-    argmax_gate,
-    gumbel_gate,
-    target_rate_loss,
-)
 from bench.gates import collect, gate_networks
 from bench.measure import executed_macs, static_macs
 from bench.measure.macs import gate_network_macs, module_macs
 from bench.registry import create_model, list_models
+from methods.convnet_aig import AIGGate, argmax_gate, gumbel_gate, target_rate_loss
 from tests.helpers import n_params
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -31,7 +24,7 @@ def gate_params(in_planes: list[int], hidden: int = 16) -> int:
 
 def test_aig_resnet110_has_the_official_parameter_count():
     model = create_model("aig_resnet110", num_classes=10)
-    assert n_params(model) == 1_766_630  # official ResNet110_cifar(), reference/methods.md §6.1
+    assert n_params(model) == 1_766_630  # official ResNet110_cifar() (andreasveit/convnet-aig)
     gates = sum(n_params(m) for m in model.modules() if isinstance(m, AIGGate))
     assert gates == 35_916 and n_params(model) - gates == 1_730_714  # ResNet-110 with option-B shortcuts
     assert model.bench_info["target_rates"] == [0.6] * 54 and model.bench_info["lossfact"] == 2.0
@@ -42,7 +35,7 @@ def test_aig_resnet110_macs_are_the_option_b_resnet_plus_the_gates():
     macs = module_macs(model, torch.zeros(1, 3, 32, 32))
     gate_macs = gate_network_macs(model, macs)
     assert gate_macs == 16 * (18 * 16 + 16 + 17 * 32 + 32 + 17 * 64) + 54 * 16 * 2
-    assert macs.total - gate_macs == pytest.approx(253.15e6, rel=1e-4)  # methods.md §1.1, option B
+    assert macs.total - gate_macs == pytest.approx(253.15e6, rel=1e-4)  # ResNet-110, option B
 
 
 def test_aig_resnet20_size():
@@ -65,7 +58,7 @@ def test_aig_resnet50_size_layout_and_schedules():
     in_planes = [64, 256, 256, 256, 512, 512, 512, 512] + [1024] * 5 + [1024, 2048, 2048]
     assert n_params(model) == 25_557_032 + gate_params(in_planes)
     assert macs == pytest.approx(4.0894e9, rel=1e-4)  # v1.5, like the official model
-    assert sum(isinstance(m, AIGBottleneck) for m in model.modules()) == 16
+    assert sum(isinstance(m, AIGGate) for m in model.modules()) == 16
     assert model.bench_info["target_rates"] == [0.7] * 16 and model.bench_info["lossfact"] == 1.0
     t = 0.4
     assert readme.bench_info["target_rates"] == [1, 1, 0.8, 1, t, t, t, 1, t, t, t, t, t, 1, 0.7, 1]
@@ -80,7 +73,7 @@ def test_gate_initialisation():
 
 
 def close_some_gates(model: torch.nn.Module) -> None:
-    for i, block in enumerate(m for m in model.modules() if isinstance(m, AIGBasicBlock)):
+    for i, block in enumerate(m for m in model.modules() if isinstance(getattr(m, "gate", None), AIGGate)):
         torch.nn.init.normal_(block.gate.fc2.weight, 0, 1.0)
         with torch.no_grad():
             block.gate.fc2.bias.copy_(torch.tensor([0.0, [-3.0, 0.0, 3.0][i % 3]]))
@@ -113,7 +106,7 @@ def test_executed_macs_follow_the_gates():
     static = static_macs(model, (1, 28, 28))
     torch.testing.assert_close(executed_macs(model, x), torch.full((4,), float(static), dtype=torch.float64))
     for block in model.modules():  # close every gate: only stem, shortcuts, gates and classifier remain
-        if isinstance(block, AIGBasicBlock):
+        if isinstance(getattr(block, "gate", None), AIGGate):
             with torch.no_grad():
                 block.gate.fc2.bias.copy_(torch.tensor([10.0, -10.0]))
     macs = module_macs(model, x)
@@ -121,7 +114,7 @@ def test_executed_macs_follow_the_gates():
         [
             n + s
             for n, m in model.named_modules()
-            if isinstance(m, AIGBasicBlock)
+            if isinstance(getattr(m, "gate", None), AIGGate)
             for s in (".conv1", ".conv2")
         ]
     )
@@ -134,6 +127,21 @@ def test_executed_macs_follow_the_gates():
     torch.testing.assert_close(block(h), torch.relu(block.shortcut(h)))
 
 
+def test_set_gating_off_runs_every_block():
+    torch.manual_seed(0)
+    model = create_model("aig_resnet20", num_classes=10, in_chans=1)
+    close_some_gates(model)
+    model.eval()
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        model.set_gating(False)
+        ungated = model(x)
+        assert model.execution_rates().mean() == 1
+        model.set_gating(True)
+        assert model.execution_rates().mean() == 1 and not torch.equal(model(x), ungated)
+        assert model.execution_rates().mean() < 1
+
+
 def test_training_gates_are_hard_and_pass_gradients_to_the_gate():
     torch.manual_seed(0)
     model = create_model("aig_resnet20", num_classes=10, in_chans=1).train()
@@ -143,10 +151,10 @@ def test_training_gates_are_hard_and_pass_gradients_to_the_gate():
     aux = model.aux_losses(0.0)
     assert set(aux) == {"target_rate"} and aux["target_rate"].requires_grad
     (F.cross_entropy(out, torch.randint(0, 10, (8,))) + aux["target_rate"]).backward()
-    for block in (m for m in model.modules() if isinstance(m, AIGBasicBlock)):
+    for block in (m for m in model.modules() if isinstance(getattr(m, "gate", None), AIGGate)):
         assert block.gate.fc2.weight.grad.abs().sum() > 0
         assert block.gate.fc1.weight.grad.abs().sum() > 0
-    assert all(b.gate_value is None for b in model.gated_blocks())  # the loss took the graph
+    assert all(g.value is None for g in model.gates())  # the loss took the graph
 
 
 def test_gumbel_gate_samples_the_softmax_probability_with_a_straight_through_gradient():

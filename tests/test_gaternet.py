@@ -166,7 +166,7 @@ def test_all_gates_open_equals_the_plain_backbone(name, baseline, shape):
     with torch.no_grad():
         gated = model(x)
         assert all(bool((g == 1).all()) for _, g in collect(model).values())
-        model.gating = False
+        model.set_gating(False)
         ungated = model(x)
         torch.testing.assert_close(gated, ungated, rtol=0, atol=0)
         torch.testing.assert_close(gated, plain(x))
@@ -179,7 +179,8 @@ def test_closed_gates_zero_the_filters():
         model.gater.fc2.bias.fill_(-10.0)  # every gate closed: each block is its shortcut
         block = model.layer1[0]
         x = torch.randn(2, 16, 8, 8)
-        torch.testing.assert_close(block(x, torch.zeros(2, block.num_gates)), torch.relu(x))
+        block.gate.give(torch.zeros(2, block.gate.num_gates))  # what the network's gater hands the block
+        torch.testing.assert_close(block(x), torch.relu(x))
 
 
 def test_sizes_and_macs():
@@ -200,7 +201,7 @@ def test_sizes_and_macs():
 @pytest.mark.parametrize(
     "name, backbone_params, trunk_params, feature_dim, b, c",
     [
-        ("gaternet_resnet164", 1_703_258, 269_072, 64, 16, 18 * (96 + 192 + 384)),  # reference/methods.md §1
+        ("gaternet_resnet164", 1_703_258, 269_072, 64, 16, 18 * (96 + 192 + 384)),
         ("gaternet_resnet50", 25_557_032, 11_689_512 - 513_000, 512, 256, 22_656),  # ResNet-18 without fc
     ],
 )

@@ -10,7 +10,7 @@ from bench.registry import create_model, list_models
 from tests.helpers import n_params
 
 # (name, params at 10 classes, params at 100 classes, conv + linear MACs at 32×32), measured values of
-# reference/methods.md §1.1; the paper gives 0.27M / 0.46M / 0.66M / 0.85M / 1.7M / 1.7M parameters.
+# counted on the models built here; the paper gives 0.27M / 0.46M / 0.66M / 0.85M / 1.7M / 1.7M parameters.
 CIFAR = [
     ("resnet20", 269_722, 275_572, 40_551_040),
     ("resnet32", 464_154, None, 68_860_000),
@@ -50,7 +50,7 @@ def test_resnet164_params_and_macs_for_both_layouts():
     assert isinstance(model, PreActCifarResNet)
     assert n_params(model) == n_params(v15) == 1_703_258  # paper: 1.7M
     assert n_params(c100) == 1_726_388  # osmr's PreResNet-164(BN) for CIFAR-100 has the same count
-    # authors' code: stride on the first 1×1; v1.5 (bearpaw, osmr): on the 3×3 — 247.65M, methods.md §1.1
+    # authors' code: stride on the first 1×1; v1.5 (bearpaw, osmr): on the 3×3 — 247.65M
     assert meta_macs(model) == 244_500_992
     assert meta_macs(v15) == pytest.approx(247.65e6, rel=1e-4)
     assert model.bench_info["layout"] == "v1" and v15.bench_info["layout"] == "v1.5"
@@ -83,7 +83,8 @@ def test_preact_unit_is_bn_relu_conv_with_a_preactivated_projection():
     torch.testing.assert_close(unit(x), expected)
     same = PreActBottleneck(64, 16).eval()
     x = torch.randn(2, 64, 8, 8)
-    torch.testing.assert_close(same(x), same.residual(torch.relu(same.bn1(x))) + x)
+    branch = same.conv2(torch.relu(same.bn2(same.conv1(torch.relu(same.bn1(x))))))
+    torch.testing.assert_close(same(x), same.conv3(torch.relu(same.bn3(branch))) + x)
 
 
 @pytest.mark.parametrize("name", ["resnet20", "resnet164"])
@@ -95,6 +96,20 @@ def test_fashion_mnist_shapes_and_features(name):
     feats = model.forward_features(x)
     assert feats.shape == (2, model.fc.in_features, 7, 7)
     torch.testing.assert_close(model.fc(feats.mean((2, 3))), model(x))
+
+
+def test_stem_stages_and_head_compose_the_forward():
+    torch.manual_seed(0)
+    for name in ("resnet20", "resnet164"):
+        model = create_model(name, num_classes=10).eval()
+        x = torch.randn(2, 3, 16, 16)
+        with torch.no_grad():
+            outs = model.stage_outputs(x)
+            assert [o.shape[-1] for o in outs] == [16, 8, 4]
+            torch.testing.assert_close(
+                model.forward_head(model.forward_stages(model.forward_stem(x))), model(x)
+            )
+            torch.testing.assert_close(model.forward_head(outs[-1]), model(x))
 
 
 def test_widths_and_block_kwargs_reach_every_block():

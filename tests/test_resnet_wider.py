@@ -15,7 +15,7 @@ from bench.registry import create_model, list_models
 
 
 def test_gater_estimate_is_the_reference_formula():
-    # reference/methods.md §1.3: 269,072 + 65·b + c·(b+1); ResNet-20 has 688 conv filters, b = 16
+    # baselines.resnet_wider: 269,072 + 65·b + c·(b+1); ResNet-20 has 688 conv filters, b = 16
     assert conv_filters(create_model("resnet20", num_classes=10)) == 688
     assert gaternet_gater_params(688) == 281_808
     assert gaternet_gater_params(688, b=64) == 269_072 + 65 * 64 + 688 * 65

@@ -4,7 +4,8 @@ import pytest
 import torch
 from timm.layers import SEModule
 
-from baselines.se_resnet import SEBasicBlock, SEBottleneck, SEPreActBottleneck
+from baselines.resnet_cifar import BasicBlock
+from baselines.se_resnet import se_module
 from bench.measure import static_macs
 from bench.measure.macs import module_macs
 from bench.registry import create_model, list_models
@@ -23,7 +24,7 @@ def se_params(channels: int, r: int = 16) -> int:
 def test_cifar_params_are_resnet_plus_one_se_per_block(name, base, n, blocks_per_width):
     model = create_model(name, num_classes=10)
     assert n_params(model) == base + n * sum(se_params(c) for c in blocks_per_width)
-    assert sum(isinstance(m, SEBasicBlock) for m in model.modules()) == 3 * n
+    assert sum(isinstance(getattr(m, "attn", None), SEModule) for m in model.modules()) == 3 * n
     assert sum(isinstance(m, SEModule) for m in model.modules()) == 3 * n
 
 
@@ -42,7 +43,7 @@ def test_se_resnet110_and_164():
         r164 = create_model("se_resnet164", num_classes=10)
     assert n_params(r110) == 1_727_962 + 18 * sum(se_params(c) for c in (16, 32, 64))
     assert n_params(r164) == 1_703_258 + 18 * sum(se_params(c) for c in (64, 128, 256))
-    assert sum(isinstance(m, SEPreActBottleneck) for m in r164.modules()) == 54
+    assert sum(isinstance(getattr(m, "attn", None), SEModule) for m in r164.modules()) == 54
 
 
 def test_se_resnet50_params_and_macs():
@@ -51,30 +52,30 @@ def test_se_resnet50_params_and_macs():
         v1 = create_model("se_resnet50", num_classes=1000, layout="v1").eval()
         x = torch.zeros(1, 3, 224, 224)
         macs, macs_v1 = module_macs(model, x).total, module_macs(v1, x).total
-    assert n_params(model) == n_params(v1) == 28_088_024  # timm `seresnet50`, reference/methods.md §1.2
+    assert n_params(model) == n_params(v1) == 28_088_024  # timm `seresnet50`
     assert macs == pytest.approx(4.0917e9, rel=1e-3)
     assert macs_v1 == pytest.approx(3.8605e9, rel=1e-3)  # ≈ the SE paper's "3.87 GFLOPs" [unconfirmed]
     assert model.bench_info == {"definition": "torchvision + SE", "layout": "v1.5", "se_reduction": 16}
-    assert sum(isinstance(m, SEBottleneck) for m in model.modules()) == 16
+    assert sum(isinstance(getattr(m, "attn", None), SEModule) for m in model.modules()) == 16
 
 
 def test_reduction_is_a_builder_argument():
     with torch.device("meta"):
         model = create_model("se_resnet50", num_classes=1000, reduction=8)
-    assert model.layer1[0].se.fc1.out_channels == 256 // 8
+    assert model.layer1[0].attn.fc1.out_channels == 256 // 8
     model = create_model("se_resnet20", num_classes=10, reduction=4)
-    assert model.layer3[0].se.fc1.out_channels == 16
+    assert model.layer3[0].attn.fc1.out_channels == 16
 
 
 def test_se_scales_the_residual_branch_only():
     torch.manual_seed(0)
-    block = SEBasicBlock(16, 16).eval()
+    block = BasicBlock(16, 16, attn_layer=se_module).eval()
     x = torch.randn(2, 16, 8, 8)
     branch = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x)))))
-    torch.nn.init.constant_(block.se.fc2.bias, -1e4)  # excitation 0: the block becomes relu(identity)
+    torch.nn.init.constant_(block.attn.fc2.bias, -1e4)  # excitation 0: the block becomes relu(identity)
     torch.testing.assert_close(block(x), torch.relu(x))
-    torch.nn.init.constant_(block.se.fc2.bias, 1e4)  # excitation 1: the plain residual block
-    torch.nn.init.zeros_(block.se.fc2.weight)
+    torch.nn.init.constant_(block.attn.fc2.bias, 1e4)  # excitation 1: the plain residual block
+    torch.nn.init.zeros_(block.attn.fc2.weight)
     torch.testing.assert_close(block(x), torch.relu(branch + x))
 
 
@@ -83,7 +84,7 @@ def test_fashion_mnist_forward():
     out = model(torch.randn(4, 1, 28, 28))
     assert out.shape == (4, 10)
     out.sum().backward()
-    assert model.layer2[1].se.fc1.weight.grad.abs().sum() > 0
+    assert model.layer2[1].attn.fc1.weight.grad.abs().sum() > 0
 
 
 def test_registered_names():

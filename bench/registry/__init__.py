@@ -55,7 +55,7 @@ __all__ = [
     "unregister",
 ]
 
-_BUILTIN_PACKAGES = ("baselines", "methods", "bench.segmentation")
+_BUILTIN_PACKAGES = ("baselines", "methods")
 _loaded = False
 
 

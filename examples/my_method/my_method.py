@@ -1,12 +1,12 @@
 """A ChannelBench plugin to copy: a channel-gated CIFAR ResNet-20 with a threshold gate rule.
 
-This file is a template, not a published method. Copy the folder, rename the model (`MODEL_NAME`) and
-change the gate rule; `bench run --plugin path/to/my_method.py` then trains, measures and stores it
-like the built-in models (docs/walkthrough.md). Replace this docstring with your paper's citation and
-list, as the built-in models do, every default the paper does not state.
+This file is a template, not a published method. Copy the folder, rename the builder (its function name
+is the registered model name) and change the gate rule; `bench run --plugin path/to/my_method.py` then
+trains, measures and stores it like the built-in models (docs/walkthrough.md). Replace this docstring
+with your paper's citation and list, as the built-in models do, every default the paper does not state.
 
-The method. Every basic block of He et al.'s CIFAR ResNet-20 gets a gate head that reads the block
-input and emits one gate per output channel of the block's first conv:
+The method. Every basic block of He et al.'s CIFAR ResNet-20 gets a gate that reads the block input and
+emits one gate per output channel of the block's first conv:
 
     g = 1[W · GAP(x) + b > 0]                       one linear layer, no hidden layer
     out = relu(bn1(conv1(x))) * g;  out = bn2(conv2(out));  y = relu(out + shortcut(x))
@@ -25,30 +25,35 @@ are this template's own choices, checked only in one run of the quick suite (one
 Fashion-MNIST: 91% of the gates open on average, 102 of 336 input-dependent; docs/walkthrough.md) and
 not tuned: they are listed in `bench_info["unconfirmed"]`.
 
-What the harness reads from a model (the whole contract, see DESIGN.md):
-- the builder `builder(num_classes, in_chans, **kwargs) -> nn.Module`, registered by name at import;
-  keyword defaults given to `register` can be overridden by a suite's `[model_args.<name>]`;
-- on every gated module, `gate_site` (which convs the gate switches, names relative to the module)
-  and `last_gate` after each forward ([batch, channels], exactly 0/1 in eval mode). The forward
-  always computes densely and multiplies by the gate: executed MACs are derived from the gates;
+How it is built: the ResNet is `baselines.resnet_cifar.CifarResNet` as it is; the method fills the
+blocks' gate slot (`gate_layer`, `baselines.slots`) with `ThresholdGate`. The block calls its gate once
+per forward on its input, multiplies the output of the conv named by `position` by it, and records it
+for measurement. What the harness reads from a model (the whole contract):
+- the builder `def name(num_classes, in_chans, **kwargs) -> nn.Module`, registered by name at import
+  with `@register_model` (`@register_model(key=value)` stores defaults that a suite's
+  `[model_args.<name>]` can override);
+- on every gated block, `gate_site` (which convs the gate switches, names relative to the block) and
+  `last_gate` after each forward ([batch, channels], exactly 0/1 in eval mode): the block sets both
+  from its gate's `site`. The forward always computes densely and multiplies by the gate: executed
+  MACs are derived from the gates;
 - `is_gate_network = True` on modules that compute gates: their MACs get their own column;
 - optional on the model: `aux_losses(progress) -> {name: weighted loss}`, added to the cross-entropy
   after every training forward; `no_weight_decay() -> {parameter names}`; `bench_info` (a dict stored
-  with every record).
+  with every record); `set_gating(enabled)` (the gating switch of the built-in gated models).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from baselines.resnet_cifar import BasicBlock, CifarResNet
+from baselines.slots import set_gating
 from bench.gates import GateSite
-from bench.registry import register
-
-MODEL_NAME = "my_gate_resnet20"  # rename: registry names are unique, lower_snake, not one of timm's
+from bench.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -64,50 +69,38 @@ class GateConfig:
 
 
 class ThresholdGate(nn.Module):
-    """GAP -> Linear -> 1[logit > 0], with the sigmoid's gradient in training (straight-through)."""
+    """GAP -> Linear -> 1[logit > 0], with the sigmoid's gradient in training (straight-through): the gate
+    slot of a basic block, on the output channels of its conv1."""
 
     is_gate_network = True  # its MACs are reported on their own ("gate network MACs")
+    position = "conv1"  # the block multiplies relu(bn1(conv1(x))) by the gate
+    site = GateSite("channel", produces=("conv1",), consumes=("conv2",))  # the convs it switches
 
-    def __init__(self, in_channels: int, channels: int, open_bias: float):
+    def __init__(self, block: nn.Module, open_bias: float):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_channels, channels)
+        self.fc = nn.Linear(block.conv1.in_channels, block.conv1.out_channels)
         nn.init.zeros_(self.fc.weight)
         nn.init.constant_(self.fc.bias, open_bias)
+        self.enabled = True  # set_gating(False): every gate 1
         self.prob: Tensor | None = None  # sigmoid(logits) of the last forward: what the rate loss reads
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.fc(self.pool(x).flatten(1))
         self.prob = torch.sigmoid(logits)
         hard = (logits > 0).to(logits.dtype)
-        if not self.training:
-            return hard
-        return hard + (self.prob - self.prob.detach())  # forward: exactly 0/1; backward: d sigmoid
-
-
-class GatedBasicBlock(BasicBlock):
-    """He et al.'s basic block with a threshold gate on conv1's output channels."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, cfg: GateConfig | None = None):
-        super().__init__(in_planes, planes, stride)
-        self.gate = ThresholdGate(in_planes, planes, (cfg or GateConfig()).open_bias)
-        # The gate switches conv1's output channels, which are conv2's input channels.
-        self.gate_site = GateSite("channel", produces=("conv1",), consumes=("conv2",))
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = self.shortcut(x)
-        gate = self.gate(x)
-        self.last_gate = gate.detach()  # [batch, planes], read by the harness after every forward
-        out = self.relu(self.bn1(self.conv1(x))) * gate[:, :, None, None]
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        gate = hard if not self.training else hard + (self.prob - self.prob.detach())  # forward 0/1
+        return gate if self.enabled else torch.ones_like(gate)
 
 
 class GatedResNet(CifarResNet):
-    """A CIFAR ResNet (option-A shortcuts) whose basic blocks carry threshold gates."""
+    """A CIFAR ResNet (option-A shortcuts) whose basic blocks carry threshold gates, and its loss."""
 
     def __init__(self, depth_per_stage: int, num_classes: int, in_chans: int, cfg: GateConfig):
-        super().__init__(GatedBasicBlock, depth_per_stage, num_classes, in_chans, block_kwargs={"cfg": cfg})
+        gate = partial(ThresholdGate, open_bias=cfg.open_bias)
+        super().__init__(
+            BasicBlock, depth_per_stage, num_classes, in_chans, block_kwargs={"gate_layer": gate}
+        )
         self.cfg = cfg
         self.bench_info = {
             "method": "threshold_gate (template plugin)",
@@ -119,6 +112,9 @@ class GatedResNet(CifarResNet):
 
     def gates(self) -> list[ThresholdGate]:
         return [m for m in self.modules() if isinstance(m, ThresholdGate)]
+
+    def set_gating(self, enabled: bool) -> None:
+        set_gating(self, enabled)
 
     def aux_losses(self, progress: float) -> dict[str, Tensor]:
         """Called by the train loop right after every training forward; values are already weighted."""
@@ -134,9 +130,7 @@ class GatedResNet(CifarResNet):
         return {name for name, _ in self.named_parameters() if name.endswith("gate.fc.bias")}
 
 
+@register_model  # the registered name is the function's: rename it (unique, lower_snake, not one of timm's)
 def my_gate_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> GatedResNet:
     """ResNet-20 with threshold channel gates; `kwargs` are `GateConfig` fields."""
     return GatedResNet(3, num_classes, in_chans, GateConfig(**kwargs))
-
-
-register(MODEL_NAME, my_gate_resnet20)

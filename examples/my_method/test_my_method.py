@@ -91,6 +91,20 @@ def test_gates_learn_through_the_straight_through_estimator():
     assert model.no_weight_decay() == {f"{n}.fc.bias" for n, m in model.named_modules() if m in model.gates()}
 
 
+def test_set_gating_off_is_the_plain_resnet20():
+    model = _model().eval()
+    for gate in model.gates():  # close every gate
+        torch.nn.init.constant_(gate.fc.bias, -1.0)
+    plain = registry.create_model("resnet20", 10, 1).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        model.set_gating(False)
+        torch.testing.assert_close(model(x), plain(x))
+        model.set_gating(True)
+        assert not torch.allclose(model(x), plain(x))
+
+
 def test_suite_model_args_reach_the_config():
     model = _model(target_rate=0.3)
     assert model.cfg.target_rate == 0.3 and model.bench_info["config"]["target_rate"] == 0.3

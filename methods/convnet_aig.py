@@ -17,7 +17,7 @@ returned by `aux_losses`. Blocks with target 1 are left out of the sum (but not 
 ImageNet code; the official CIFAR code has no such layers.
 
 Where this follows the official code (andreasveit/convnet-aig @ 47633cd) rather than the paper text, or
-departs from it (reference/methods.md §6.1):
+departs from it:
 - gate: the two FCs have biases (1×1 convs there, `nn.Linear` here: the same parameters and MACs); the
   second FC starts with weights N(0, 0.001) and biases (skip, execute) = (0.1, 2), "an initial opening
   rate of about 85 %"; the hidden width 16 is a builder argument `gate_hidden`;
@@ -34,30 +34,32 @@ departs from it (reference/methods.md §6.1):
 - departure: the official CIFAR model keeps PyTorch's default conv initialisation; here the convs get He
   initialisation, as in this package's ResNet baselines (the official ImageNet model does the same);
 - the residual branch is always computed and multiplied by the gate (as in the official code); the
-  executed MACs come from the recorded gates (`bench.gates`). The gate heads are `is_gate_network` and
-  their cost is always counted.
+  executed MACs come from the recorded gates (`bench.gates`). The gate heads fill the blocks' gate slot
+  (`baselines.slots`, position "branch"), are `is_gate_network` and their cost is always counted.
 The official `--lrfact` (a separate learning rate for the gates' last FC) defaults to 1 and has no
 counterpart here.
 
 Sparse inference (`forward_sparse`, `bench.sparse`): each sample's gates are computed first, and a block
-whose gate is closed runs only its shortcut; an open block runs its convs with the BatchNorms folded in.
+whose gate is closed runs only its shortcut; an open block runs its convs with the BatchNorms folded in
+(the blocks' own sparse path).
 Its outputs equal `forward`'s in eval mode to floating-point tolerance (tests/test_sparse.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models import resnet as tv
 
-from baselines.resnet_cifar import CifarResNet, conv1x1, conv3x3
-from baselines.resnet_imagenet import BottleneckV1, ImageNetResNet
+from baselines.resnet_cifar import BasicBlock, CifarResNet
+from baselines.resnet_imagenet import LAYOUTS, Bottleneck, ImageNetResNet
+from baselines.slots import set_gating
 from bench import sparse
 from bench.gates import GateSite
-from bench.registry import register
+from bench.registry import register_model
 
 GATE_HIDDEN = 16
 INIT_BIAS = (0.1, 2.0)  # logits (skip, execute) at initialisation: P(execute) = σ(1.9) ≈ 0.87
@@ -70,11 +72,14 @@ README_SCHEDULES = {
 
 
 class AIGGate(nn.Module):
-    """Execute (1) or skip (0) a block, from its input: GAP, FC-BN-ReLU, FC to (skip, execute) logits."""
+    """Execute (1) or skip (0) a block, from its input: GAP, FC-BN-ReLU, FC to (skip, execute) logits.
+
+    The gate slot of a block (`convs`: the block's residual convs, which a closed gate skips)."""
 
     is_gate_network = True
+    position = "branch"
 
-    def __init__(self, in_planes: int, hidden: int = GATE_HIDDEN, tau: float = 1.0):
+    def __init__(self, in_planes: int, hidden: int = GATE_HIDDEN, tau: float = 1.0, convs=("conv1", "conv2")):
         super().__init__()
         self.fc1 = nn.Linear(in_planes, hidden)
         self.fc1bn = nn.BatchNorm1d(hidden)
@@ -84,6 +89,10 @@ class AIGGate(nn.Module):
         nn.init.normal_(self.fc2.weight, 0.0, 0.001)
         with torch.no_grad():
             self.fc2.bias.copy_(torch.tensor(INIT_BIAS))
+        self.site = GateSite("block", produces=tuple(convs))
+        self.enabled = True  # False: every block runs (the plain ResNet)
+        self.value: Tensor | None = None  # the last gate with its gradient, until the loss takes it
+        self.last: Tensor | None = None  # the last gate, detached
 
     def logits(self, x: Tensor) -> Tensor:
         return self.fc2(self.relu(self.fc1bn(self.fc1(x.mean((2, 3))))))
@@ -91,7 +100,22 @@ class AIGGate(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """The gate [batch, 1]: exactly 0 or 1; in training it carries the straight-through gradient."""
         logits = self.logits(x)
-        return gumbel_gate(logits, self.tau) if self.training else argmax_gate(logits)
+        gate = gumbel_gate(logits, self.tau) if self.training else argmax_gate(logits)
+        if not self.enabled:
+            gate = torch.ones_like(gate)
+        self.value, self.last = gate, gate.detach()
+        return gate
+
+    def take(self) -> Tensor:
+        """The last gate with its gradient, once (the graph reference is dropped); then the detached one."""
+        gate = self.value if self.value is not None else self.last
+        self.value = None
+        return gate
+
+
+def aig_gate(block: nn.Module, hidden: int = GATE_HIDDEN, tau: float = 1.0) -> AIGGate:
+    """The gate slot of a block: an AIGGate on the block input that skips all its residual convs."""
+    return AIGGate(block.conv1.in_channels, hidden, tau, block.convs)
 
 
 def gumbel_gate(logits: Tensor, tau: float = 1.0) -> Tensor:
@@ -106,107 +130,6 @@ def argmax_gate(logits: Tensor) -> Tensor:
     return (logits[:, 1] > logits[:, 0]).to(logits.dtype).unsqueeze(1)
 
 
-class _GatedBlock(nn.Module):
-    """What the gated blocks share: the gate interface, the gate the loss needs, and the sparse path."""
-
-    n_convs: int  # convolutions on the residual branch, conv1 .. conv{n_convs}
-    # and projection(): the shortcut's conv + BN, or None for an identity shortcut
-
-    def record(self, gate: Tensor) -> None:
-        self.last_gate = gate.detach()  # the gate interface: [batch, 1], 0/1
-        self.gate_value = gate  # with its gradient, until the target-rate loss takes it
-
-    def take_gate(self) -> Tensor:
-        gate = self.gate_value if self.gate_value is not None else self.last_gate
-        self.gate_value = None  # drop the graph reference once the loss has it
-        return gate
-
-    def sparse_parameters(self) -> dict:
-        folded = sparse.fold_block(self, self.n_convs)
-        projection = self.projection()
-        if projection is not None:
-            folded["shortcut"] = sparse.fold(projection[0], projection[1])
-        return folded
-
-    def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
-        """One sample: the shortcut alone when the gate is closed, else the branch (BN folded)."""
-        gate = self.gate(x)
-        identity = sparse.conv(folded["shortcut"], x) if "shortcut" in folded else x
-        if not bool(gate[0, 0]):
-            return self.relu(identity)
-        out = x
-        for k in range(1, self.n_convs):
-            out = self.relu(sparse.conv(folded[f"conv{k}"], out))
-        return self.relu(identity + sparse.conv(folded[f"conv{self.n_convs}"], out))
-
-
-class AIGBasicBlock(_GatedBlock):
-    """He et al.'s basic block with an option-B shortcut and a gate on its residual branch."""
-
-    expansion = 1
-    n_convs = 2
-
-    def __init__(
-        self, in_planes: int, planes: int, stride: int = 1, gate_hidden: int = GATE_HIDDEN, tau: float = 1.0
-    ):
-        super().__init__()
-        self.conv1 = conv3x3(in_planes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(conv1x1(in_planes, planes, stride), nn.BatchNorm2d(planes))
-        else:
-            self.shortcut = nn.Identity()
-        self.gate = AIGGate(in_planes, gate_hidden, tau)
-        self.gate_site = GateSite("block", produces=("conv1", "conv2"))
-        self.last_gate = self.gate_value = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate = self.gate(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out = self.shortcut(x) + out * gate[:, :, None, None]
-        self.record(gate)
-        return self.relu(out)
-
-    def projection(self) -> nn.Sequential | None:
-        return self.shortcut if isinstance(self.shortcut, nn.Sequential) else None
-
-
-class AIGBottleneck(_GatedBlock, tv.Bottleneck):
-    """torchvision's bottleneck (v1.5) with a gate on its residual branch."""
-
-    # class attributes: torchvision's ResNet passes its blocks positional arguments only
-    gate_hidden = GATE_HIDDEN
-    tau = 1.0
-    n_convs = 3
-
-    def __init__(self, inplanes: int, planes: int, *args, **kwargs):
-        super().__init__(inplanes, planes, *args, **kwargs)
-        self.gate = AIGGate(inplanes, self.gate_hidden, self.tau)
-        self.gate_site = GateSite("block", produces=("conv1", "conv2", "conv3"))
-        self.last_gate = self.gate_value = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate = self.gate(x)
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        out = identity + out * gate[:, :, None, None]
-        self.record(gate)
-        return self.relu(out)
-
-    def projection(self) -> nn.Sequential | None:
-        return self.downsample
-
-
-class AIGBottleneckV1(AIGBottleneck, BottleneckV1):
-    """The same with the stride on the first 1×1 (He et al.'s layout; not the official AIG model)."""
-
-
 def target_rate_loss(rates: Tensor, targets: Tensor) -> Tensor:
     """(1 / L) Σ_{l: t_l < 1} (t_l − r_l)² for per-layer execution rates `rates` and targets `targets`."""
     trained = targets < 1
@@ -214,7 +137,8 @@ def target_rate_loss(rates: Tensor, targets: Tensor) -> Tensor:
 
 
 class TargetRateMixin:
-    """The target-rate loss of a network whose residual blocks are `_GatedBlock`s."""
+    """The target-rate loss of a network whose residual blocks carry `AIGGate`s, the gating switch and
+    the sparse path."""
 
     def set_targets(self, targets: float | Sequence[float], lossfact: float) -> list[float]:
         n = len(self.gated_blocks())
@@ -229,16 +153,23 @@ class TargetRateMixin:
         self.lossfact = lossfact
         return targets
 
-    def gated_blocks(self) -> list[_GatedBlock]:
-        return [m for m in self.modules() if isinstance(m, _GatedBlock)]
+    def gated_blocks(self) -> list[nn.Module]:
+        return [m for m in self.modules() if isinstance(getattr(m, "gate", None), AIGGate)]
+
+    def gates(self) -> list[AIGGate]:
+        return [m for m in self.modules() if isinstance(m, AIGGate)]
 
     def execution_rates(self) -> Tensor:
         """Per block, the fraction of the last batch that ran its residual branch."""
         return torch.stack([b.last_gate.float().mean() for b in self.gated_blocks()])
 
     def aux_losses(self, progress: float) -> dict[str, Tensor]:
-        rates = torch.stack([b.take_gate().mean() for b in self.gated_blocks()])
+        rates = torch.stack([g.take().mean() for g in self.gates()])
         return {"target_rate": self.lossfact * target_rate_loss(rates, self.target_rates.to(rates.dtype))}
+
+    def set_gating(self, enabled: bool) -> None:
+        """Switch gating off (every block runs) or back on."""
+        set_gating(self, enabled)
 
     @torch.inference_mode()
     def forward_sparse(self, x: Tensor) -> Tensor:
@@ -258,7 +189,7 @@ def _info(targets: list[float], lossfact: float, tau: float, gate_hidden: int, *
 
 
 class AIGCifarResNet(TargetRateMixin, CifarResNet):
-    """CIFAR ResNet (6n + 2 layers) of `AIGBasicBlock`s."""
+    """CIFAR ResNet (6n + 2 layers) of basic blocks with option-B shortcuts and an `AIGGate` each."""
 
     def __init__(
         self,
@@ -271,16 +202,16 @@ class AIGCifarResNet(TargetRateMixin, CifarResNet):
         tau: float = 1.0,
         **kwargs,
     ):
-        block_kwargs = {"gate_hidden": gate_hidden, "tau": tau}
+        block_kwargs = {"shortcut": "B", "gate_layer": partial(aig_gate, hidden=gate_hidden, tau=tau)}
         super().__init__(
-            AIGBasicBlock, depth_per_stage, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
+            BasicBlock, depth_per_stage, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
         )
         targets = self.set_targets(target, lossfact)
         self.bench_info = _info(targets, lossfact, tau, gate_hidden, shortcut="B (1x1 conv + BN)")
 
 
 class AIGImageNetResNet(TargetRateMixin, ImageNetResNet):
-    """torchvision's bottleneck ResNet of `AIGBottleneck`s."""
+    """torchvision's bottleneck ResNet with an `AIGGate` in every block."""
 
     def __init__(
         self,
@@ -295,14 +226,12 @@ class AIGImageNetResNet(TargetRateMixin, ImageNetResNet):
         layout: str = "v1.5",
         **kwargs,
     ):
-        if layout not in ("v1", "v1.5"):
+        if layout not in LAYOUTS:
             raise ValueError(
                 f"layout must be 'v1' or 'v1.5' (where the bottleneck stride goes), not {layout!r}"
             )
-        block = AIGBottleneckV1 if layout == "v1" else AIGBottleneck
-        if (gate_hidden, tau) != (block.gate_hidden, block.tau):
-            block = type(block.__name__, (block,), {"gate_hidden": gate_hidden, "tau": tau})
-        super().__init__(block, layers, num_classes, in_chans, **kwargs)
+        block_kwargs = {"layout": layout, "gate_layer": partial(aig_gate, hidden=gate_hidden, tau=tau)}
+        super().__init__(Bottleneck, layers, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs)
         depth = 3 * sum(layers) + 2
         if schedule == "readme":
             if depth not in README_SCHEDULES or not isinstance(target, int | float):
@@ -317,25 +246,31 @@ class AIGImageNetResNet(TargetRateMixin, ImageNetResNet):
         self.bench_info = _info(targets, lossfact, tau, gate_hidden, **info)
 
 
-def _aig_cifar(depth: int):
-    def builder(num_classes: int = 10, in_chans: int = 3, **kwargs) -> AIGCifarResNet:
-        return AIGCifarResNet((depth - 2) // 6, num_classes, in_chans, **kwargs)
-
-    builder.__name__ = builder.__qualname__ = f"aig_resnet{depth}"
-    builder.__doc__ = f"ConvNet-AIG on the CIFAR ResNet-{depth} (option-B shortcuts), target 0.6, lossfact 2."
-    return builder
+@register_model
+def aig_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> AIGCifarResNet:
+    """ConvNet-AIG on the CIFAR ResNet-20 (option-B shortcuts), target 0.6, lossfact 2."""
+    return AIGCifarResNet(3, num_classes, in_chans, **kwargs)
 
 
-def _aig_imagenet(depth: int, layers: list[int]):
-    def builder(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> AIGImageNetResNet:
-        return AIGImageNetResNet(layers, num_classes, in_chans, **kwargs)
-
-    builder.__name__ = builder.__qualname__ = f"aig_resnet{depth}"
-    builder.__doc__ = f"ConvNet-AIG on torchvision's ResNet-{depth}, target 0.7, lossfact 1."
-    return builder
+@register_model
+def aig_resnet56(num_classes: int = 10, in_chans: int = 3, **kwargs) -> AIGCifarResNet:
+    """ConvNet-AIG on the CIFAR ResNet-56 (option-B shortcuts), target 0.6, lossfact 2."""
+    return AIGCifarResNet(9, num_classes, in_chans, **kwargs)
 
 
-for _depth in (20, 56, 110):
-    register(f"aig_resnet{_depth}", _aig_cifar(_depth))
-register("aig_resnet50", _aig_imagenet(50, [3, 4, 6, 3]))
-register("aig_resnet101", _aig_imagenet(101, [3, 4, 23, 3]))
+@register_model
+def aig_resnet110(num_classes: int = 10, in_chans: int = 3, **kwargs) -> AIGCifarResNet:
+    """ConvNet-AIG on the CIFAR ResNet-110 (option-B shortcuts), target 0.6, lossfact 2."""
+    return AIGCifarResNet(18, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def aig_resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> AIGImageNetResNet:
+    """ConvNet-AIG on torchvision's ResNet-50, target 0.7, lossfact 1."""
+    return AIGImageNetResNet([3, 4, 6, 3], num_classes, in_chans, **kwargs)
+
+
+@register_model
+def aig_resnet101(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> AIGImageNetResNet:
+    """ConvNet-AIG on torchvision's ResNet-101, target 0.7, lossfact 1."""
+    return AIGImageNetResNet([3, 4, 23, 3], num_classes, in_chans, **kwargs)
