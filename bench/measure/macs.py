@@ -1,7 +1,10 @@
 """Multiply-accumulates of convolution and linear layers (and other matrix products), per sample.
 
 Static MACs are counted at dispatch level with torch's `FlopCounterMode` (FLOPs / 2), so functional
-convolutions are seen too; fvcore's conv + linear entries are the independent cross-check. Neither
+convolutions are seen too; fvcore's conv + linear entries (from a jit trace, another mechanism) are the
+independent cross-check. (ptflops' aten backend is no third one: it intercepts the same aten ops as
+FlopCounterMode, and its count was that count plus one add per output of a biased conv or linear, exactly,
+on ResNet-20 and the gated models: 40,551,050 = 40,551,040 + 10 on ResNet-20.) Neither
 counter understands gates: a masked channel counts as computed. Executed MACs therefore start from the
 per-module static count and scale each module by the gates recorded in the same forward
 (`bench.gates`): a gated output channel removes that channel from the conv that produces it and from the
