@@ -254,9 +254,14 @@ def active_fraction_after_training(l0_weight: float, steps: int = 30) -> float:
     torch.manual_seed(0)
     # gates start undecided (bias 0, not the default 3), so that a few dozen steps can move them
     model = create_model(
-        "bas_resnet20", num_classes=4, in_chans=1, bas_weight=0.0, l0_weight=l0_weight, l0_end=0.0,
+        "bas_resnet20",
+        num_classes=4,
+        in_chans=1,
+        bas_weight=0.0,
+        l0_weight=l0_weight,
+        l0_end=0.0,
         gate_bias_init=0.0,
-    )  # fmt: skip
+    )
     return open_gate_fraction_after_training(model, steps)
 
 

@@ -98,8 +98,13 @@ def test_pspnet_plain_and_gated_train_evaluate_and_give_records(tmp_path, monkey
     monkeypatch.delenv("BENCH_DATA", raising=False)
     root = write_cityscapes(tmp_path / "cityscapes")
     store = ResultStore(tmp_path / "results")
-    plain, gated = run_suite(parse_suite(TINY, "cityscapes_tiny.toml"), data_root=str(root), store=store,
-                             work_dir=tmp_path / "runs", progress=False)  # fmt: skip
+    plain, gated = run_suite(
+        parse_suite(TINY, "cityscapes_tiny.toml"),
+        data_root=str(root),
+        store=store,
+        work_dir=tmp_path / "runs",
+        progress=False,
+    )
     for record in (plain, gated):
         assert record.status == "measured" and record.data.input_shape == [3, 32, 64]
         m = record.metrics
@@ -162,8 +167,9 @@ def test_the_auxiliary_head_trains_on_stage_4_and_is_left_out_of_inference():
     assert static_macs(with_aux, (3, 32, 48)) == static_macs(without, (3, 32, 48))  # measured in eval mode
 
 
-@pytest.mark.parametrize(("model", "imagenet_model"), [("pspnet_resnet50", "resnet50"),
-                                                       ("pspnet_bas_resnet50", "bas_resnet50")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "imagenet_model"), [("pspnet_resnet50", "resnet50"), ("pspnet_bas_resnet50", "bas_resnet50")]
+)
 def test_the_backbone_starts_from_imagenet_weights_when_given(tmp_path, model, imagenet_model):
     from bench.registry import create_model
 

@@ -33,9 +33,12 @@ class _EncoderDecoder(nn.Module):
 
 def _stand_in(monkeypatch) -> _Registry:
     registry = _Registry()
-    modules = {"mmseg": types.ModuleType("mmseg"), "mmseg.registry": types.ModuleType("mmseg.registry"),
-               "mmseg.models": types.ModuleType("mmseg.models"),
-               "mmseg.models.segmentors": types.ModuleType("mmseg.models.segmentors")}  # fmt: skip
+    modules = {
+        "mmseg": types.ModuleType("mmseg"),
+        "mmseg.registry": types.ModuleType("mmseg.registry"),
+        "mmseg.models": types.ModuleType("mmseg.models"),
+        "mmseg.models.segmentors": types.ModuleType("mmseg.models.segmentors"),
+    }
     modules["mmseg.registry"].MODELS = registry
     modules["mmseg.models.segmentors"].EncoderDecoder = _EncoderDecoder
     for name, module in modules.items():
