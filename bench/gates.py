@@ -4,8 +4,10 @@ A gated module carries `gate_site: GateSite` and, after each forward, `last_gate
 [batch, channels] (kind "channel") or [batch, 1] (kind "block"), exactly 0/1 in eval mode. A module
 that applies several gates (a bottleneck gating each of its convs) carries `gate_sites` and
 `last_gates` instead, dicts with the same keys. The names in a site are relative to the module that
-carries it (so a gated block can sit anywhere in a network); `collect` makes them absolute. Modules that compute gates (a gater network, per-block gate heads) set
-`is_gate_network = True` so their own cost can be reported on its own.
+carries it (so a gated block can sit anywhere in a network); `collect` makes them absolute. The ResNet
+blocks of `baselines` set both from the gate module in their gate slot (`baselines.slots`). Modules
+that compute gates (a gater network, per-block gate heads) set `is_gate_network = True` so their own
+cost can be reported on its own.
 """
 
 from __future__ import annotations
