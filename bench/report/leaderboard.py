@@ -440,7 +440,7 @@ def index_markdown(suites: dict[str, Suite | None], records: list[Record], versi
             "Newest record": max((r.created_at for r in recs), default=None),
         })  # fmt: skip
     lines += [
-        markdown_table(rows),
+        markdown_table(rows, compact=True),
         "",
         "## Versions",
         "",
@@ -462,7 +462,7 @@ def index_markdown(suites: dict[str, Suite | None], records: list[Record], versi
         }
         for v, recs in sorted(by_version.items(), reverse=True)
     ]
-    lines.append(markdown_table(rows) if rows else "_no records yet_")
+    lines.append(markdown_table(rows, compact=True) if rows else "_no records yet_")
     return "\n".join(lines) + "\n"
 
 

@@ -34,10 +34,16 @@ def cell(value: Any, fmt: Format | None = None) -> str:
     return fmt.format(value) if isinstance(fmt, str) else fmt(value)
 
 
-def markdown_table(rows: list[dict[str, Any]], formats: dict[str, Format] | None = None) -> str:
+def markdown_table(
+    rows: list[dict[str, Any]], formats: dict[str, Format] | None = None, *, compact: bool = False
+) -> str:
     """`rows` (in the order given) as a markdown table; the columns are the rows' keys in order of first
-    appearance, and a row without a column's key shows "–" there."""
+    appearance, and a row without a column's key shows "–" there. `compact` leaves the cells unpadded
+    (the index page's tables, whose rows other tests and tools match as `| 1 | 2 | quick |`)."""
     formats = formats or {}
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    text = [{c: cell(row.get(c), formats.get(c)) for c in columns} for row in rows]
+    text = [[cell(row.get(c), formats.get(c)) for c in columns] for row in rows]
+    if compact:
+        lines = ["| " + " | ".join(cells) + " |" for cells in [columns, *text]]
+        return "\n".join([lines[0], "|" + "---|" * len(columns), *lines[1:]])
     return pd.DataFrame(text, columns=columns).to_markdown(index=False, disable_numparse=True)
