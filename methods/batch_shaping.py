@@ -43,7 +43,7 @@ floating-point tolerance (tests/test_sparse.py).
 Models: `bas_resnet20/32/56` (CIFAR, option-A shortcuts), `bas_resnet18/34/50` (torchvision's ResNet,
 bottlenecks in the v1.5 layout) and `pspnet_bas_resnet50`: PSPNet (`baselines.pspnet`) on the dilated
 gated ResNet-50 (output stride 8); `dilated_bas_resnet50` is that backbone, also mmsegmentation's
-(`bench.mmseg_registry`).
+(`integrations.mmseg_registry`).
 """
 
 from __future__ import annotations

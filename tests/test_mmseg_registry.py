@@ -7,7 +7,7 @@ import types
 import torch
 from torch import nn
 
-from bench import mmseg_registry
+from integrations import mmseg_registry
 
 
 class _Registry:

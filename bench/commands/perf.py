@@ -292,17 +292,6 @@ def interleaved_ms(fns: dict, x: Tensor, min_run_time_s: float, warmup: int = 3)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-class SparseForward(nn.Module):
-    """`model.forward_sparse` as a module, for the latency timer."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model.forward_sparse(x)
-
-
 def bench_gated(
     model_name: str,
     *,
@@ -344,15 +333,17 @@ def bench_gated(
     force_gate_rate(opened_model, 0.0, x, seed)  # the copy's later hooks run last: they win
     sparse.prepare(opened_model)
 
-    def median_ms(module: torch.nn.Module) -> float:
-        return measure_latency(module, input_shape, batch_size, "cpu", min_run_time_s, warmup)["median_ms"]
+    def median_ms(module: torch.nn.Module, forward=None) -> float:
+        return measure_latency(module, input_shape, batch_size, "cpu", min_run_time_s, warmup, forward)[
+            "median_ms"
+        ]
 
     dense_ms, sparse_ms, open_ms = [], [], []
     with _threads(threads):
         for r in range(repeats):
             dense_ms.append(median_ms(model))
-            sparse_ms.append(median_ms(SparseForward(model)))
-            open_ms.append(median_ms(SparseForward(opened_model)))
+            sparse_ms.append(median_ms(model, model.forward_sparse))
+            open_ms.append(median_ms(opened_model, opened_model.forward_sparse))
             log(f"  repeat {r + 1}/{repeats}: dense {dense_ms[-1]:.3f} ms, sparse {sparse_ms[-1]:.3f} ms, "
                 f"sparse all open {open_ms[-1]:.3f} ms")  # fmt: skip
         # the same three, interleaved call by call

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import statistics
+from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from bench.engine.env import device_name
 
@@ -31,22 +32,24 @@ def measure_latency(
     device: str = "cpu",
     min_run_time_s: float = 1.0,
     warmup: int = 5,
+    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> dict:
-    """Latency of `model` on a batch of random inputs, in milliseconds per batch."""
+    """Latency of `model` on a batch of random inputs, in milliseconds per batch. `forward` times
+    another entry point of the model (e.g. `model.forward_sparse`) instead of `model(x)`."""
     dev = torch.device(device)
     model = model.to(dev).eval()
+    forward = forward or model
     x = torch.randn(batch_size, *input_shape, device=dev)
     for _ in range(warmup):
-        model(x)
+        forward(x)
     if dev.type == "cuda":
-        times_ms = _cuda_event_times(model, x, min_run_time_s)
+        times_ms = _cuda_event_times(forward, x, min_run_time_s)
     else:
-        from torch.utils import (
-            benchmark,
-        )  # imported here: importing it prints a CUDA_HOME warning on CPU machines
+        # imported here: importing it prints a CUDA_HOME warning on CPU machines
+        from torch.utils import benchmark
 
         timer = benchmark.Timer(
-            "model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads()
+            "forward(x)", globals={"forward": forward, "x": x}, num_threads=torch.get_num_threads()
         )
         m = timer.blocked_autorange(min_run_time=min_run_time_s)
         times_ms = [t * 1e3 for t in m.times]
@@ -66,12 +69,12 @@ def measure_latency(
     }
 
 
-def _cuda_event_times(model: nn.Module, x: torch.Tensor, min_run_time_s: float) -> list[float]:
+def _cuda_event_times(forward: Callable[[Tensor], Tensor], x: Tensor, min_run_time_s: float) -> list[float]:
     times, spent = [], 0.0
     while spent < min_run_time_s * 1e3 or len(times) < 10:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        model(x)
+        forward(x)
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))

@@ -1,7 +1,7 @@
 """The gated backbone inside mmsegmentation's own PSPNet Cityscapes config: build, two training steps, eval.
 
 Needs mmsegmentation 1.2.2 and mmcv 2.1.0 (a source build for this torch, see
-`bench/mmseg_registry.py`); not part of the tests. Run: `python examples/mmseg/check_registry.py`.
+`integrations/mmseg_registry.py`); not part of the tests. Run: `python examples/mmseg/check_registry.py`.
 """
 
 import os
@@ -16,7 +16,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
-import bench.mmseg_registry as reg
+import integrations.mmseg_registry as reg
 
 register_all_modules()
 print("registered:", reg.register())

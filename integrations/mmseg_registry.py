@@ -4,7 +4,7 @@ mmsegmentation is not a dependency: its mmcv has no wheel for this torch (a patc
 build, `shared/reference/dependencies.md` §2). Where it is installed, a config takes the gated backbone
 and the segmentor that adds the gates' losses by importing this module:
 
-    custom_imports = dict(imports=["bench.mmseg_registry"], allow_failed_imports=False)
+    custom_imports = dict(imports=["integrations.mmseg_registry"], allow_failed_imports=False)
     model = dict(type="GateLossEncoderDecoder",
                  backbone=dict(type="ChannelBenchBasResNet50", total_iters=80000), ...)
 

@@ -1,0 +1,1 @@
+"""Optional adapters of ChannelBench models to other frameworks (imported only by their users)."""
