@@ -28,6 +28,16 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("models:  ", ", ".join(registry.list_models(args.pattern)))
 
 
+def _training_options(args: argparse.Namespace) -> dict:
+    """What `bench run` and `bench verify` hand to the training of every run."""
+    return {
+        "data_root": args.data_root,
+        "device": args.device,
+        "work_dir": Path(args.work_dir),
+        "progress": not args.no_progress,
+    }
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from bench.commands.runner import run_suite, summary_line
     from bench.report.leaderboard import write_leaderboard
@@ -47,13 +57,10 @@ def cmd_run(args: argparse.Namespace) -> None:
             models=args.models,
             seeds=args.seeds,
             epochs=args.epochs,
-            data_root=args.data_root,
-            device=args.device,
             store=store,
-            work_dir=Path(args.work_dir),
             resume=args.resume,
-            progress=not args.no_progress,
             on_record=on_record,
+            **_training_options(args),
         )
     except PlanError as e:  # a model that cannot take the data: say which plugin it came from
         raise PlanError(plugins.name_plugins(str(e))) from None
@@ -120,11 +127,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         store,
         tolerance=args.tolerance,
         suite_path=args.suite,
-        data_root=args.data_root,
-        device=args.device,
-        work_dir=args.work_dir,
-        progress=not args.no_progress,
         submitter=args.submitter,
+        **_training_options(args),
     )
     print(outcome.summary())
     if not outcome.verified:

@@ -1,5 +1,6 @@
 """Shared test helpers: a tiny suite file on synthetic data."""
 
+import multiprocessing as mp
 from pathlib import Path
 
 import torch
@@ -33,6 +34,27 @@ def write_suite(folder: Path, models=("resnet20",), seeds=(0,), epochs=1, extra=
     path = Path(folder) / "tiny.toml"
     path.write_text(TINY_SUITE.format(models=list(models), seeds=list(seeds), epochs=epochs) + extra)
     return path
+
+
+def run_args(suite, tmp_path, data_root, *extra) -> list[str]:
+    """`bench run` of `suite` with every output under `tmp_path` (store, leaderboard, checkpoints)."""
+    outputs = {"--out": "results", "--leaderboard-dir": "lb", "--work-dir": "runs"}
+    args = ["run", "--suite", str(suite), "--data-root", str(data_root), "--no-progress"]
+    for flag, folder in outputs.items():
+        args += [flag, str(tmp_path / folder)]
+    return [*args, *extra]
+
+
+def run_workers(target, root: str, n_workers: int, per_worker: int, start: str, timeout_s: float) -> None:
+    """`target(root, worker, per_worker)` in `n_workers` processes at once (multiprocessing start method
+    `start`); each must exit cleanly."""
+    ctx = mp.get_context(start)
+    procs = [ctx.Process(target=target, args=(root, w, per_worker)) for w in range(n_workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout_s)
+        assert p.exitcode == 0
 
 
 def n_params(model: nn.Module) -> int:

@@ -4,30 +4,12 @@ import pytest
 
 from bench.cli import main
 from bench.store.results import ResultStore
-from tests.helpers import write_suite
-
-
-def _args(suite, tmp_path, data_root, *extra):
-    return [
-        "run",
-        "--suite",
-        str(suite),
-        "--data-root",
-        str(data_root),
-        "--out",
-        str(tmp_path / "results"),
-        "--leaderboard-dir",
-        str(tmp_path / "lb"),
-        "--work-dir",
-        str(tmp_path / "runs"),
-        "--no-progress",
-        *extra,
-    ]
+from tests.helpers import run_args, write_suite
 
 
 def test_run_stores_a_record_and_writes_the_leaderboard(tmp_path, fashion_root, no_system_data, capsys):
     suite = write_suite(tmp_path)
-    assert main(_args(suite, tmp_path, fashion_root)) == 0
+    assert main(run_args(suite, tmp_path, fashion_root)) == 0
     out = capsys.readouterr().out
     assert "resnet20 · fashion_mnist · seed 0: top-1" in out and str(tmp_path / "lb" / "tiny.md") in out
     (record,) = ResultStore(tmp_path / "results").read("tiny")
@@ -77,7 +59,7 @@ def test_user_errors_give_one_clear_message_and_write_nothing(
         data_root = tmp_path / "nowhere"
     elif case == "unknown_dataset":
         suite.write_text(suite.read_text().replace('["fashion_mnist"]', '["mnist3"]'))
-    assert main(_args(suite, tmp_path, data_root, *extra)) == 2
+    assert main(run_args(suite, tmp_path, data_root, *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0] and err[0].startswith("bench run: error:")
     assert _store_bytes(tmp_path) is None and not (tmp_path / "lb").exists()
@@ -95,7 +77,7 @@ def test_under_torchrun_an_error_every_rank_shares_is_reported_once(
     monkeypatch.setattr(runner, "init_from_env", lambda device: (World(rank=rank, world_size=2), device))
     suite = write_suite(tmp_path)
     assert (
-        main(_args(suite, tmp_path, fashion_root, "--models", "resnet21")) == 2
+        main(run_args(suite, tmp_path, fashion_root, "--models", "resnet21")) == 2
     )  # the same plan on every rank
     err = capsys.readouterr().err.strip().splitlines()
     if rank == 0:
@@ -103,7 +85,7 @@ def test_under_torchrun_an_error_every_rank_shares_is_reported_once(
         assert line.startswith("bench run: error (rank 0 of 2): ") and "unknown model 'resnet21'" in line
     else:
         assert err == []
-    assert main(_args(suite, tmp_path, tmp_path / "nowhere")) == 2  # data missing: each rank says so
+    assert main(run_args(suite, tmp_path, tmp_path / "nowhere")) == 2  # data missing: each rank says so
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"bench run: error (rank {rank} of 2): ") and "Fashion-MNIST not found" in line
 

@@ -79,11 +79,17 @@ def close_some_gates(model: torch.nn.Module) -> None:
             block.gate.fc2.bias.copy_(torch.tensor([0.0, [-3.0, 0.0, 3.0][i % 3]]))
 
 
-def test_eval_gates_are_hard_deterministic_and_reported_per_block():
+@pytest.fixture
+def partly_closed_aig():
+    """aig_resnet20 (seed 0, one channel) in eval mode, with a third of its blocks closed."""
     torch.manual_seed(0)
     model = create_model("aig_resnet20", num_classes=10, in_chans=1)
     close_some_gates(model)
-    model.eval()
+    return model.eval()
+
+
+def test_eval_gates_are_hard_deterministic_and_reported_per_block(partly_closed_aig):
+    model = partly_closed_aig
     x = torch.randn(16, 1, 28, 28)
     first = model(x)
     gates = collect(model)
@@ -127,11 +133,8 @@ def test_executed_macs_follow_the_gates():
     torch.testing.assert_close(block(h), torch.relu(block.shortcut(h)))
 
 
-def test_set_gating_off_runs_every_block():
-    torch.manual_seed(0)
-    model = create_model("aig_resnet20", num_classes=10, in_chans=1)
-    close_some_gates(model)
-    model.eval()
+def test_set_gating_off_runs_every_block(partly_closed_aig):
+    model = partly_closed_aig
     x = torch.randn(4, 1, 28, 28)
     with torch.no_grad():
         model.set_gating(False)

@@ -16,6 +16,11 @@ PLUGIN = Path(__file__).parents[1] / "examples" / "my_method" / "my_method.py"
 FAST = ["--min-run-time", "0.01", "--warmup", "1"]
 
 
+def measure(*models_and_options: str, root) -> int:
+    """`bench measure` on the test data, with fast latency settings."""
+    return main(["measure", *models_and_options, "--data-root", str(root), *FAST])
+
+
 def _table(out: str) -> dict[str, list[str]]:
     """The markdown table as {row label: [cell per model]}, with the header under key ''."""
     rows = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("|")]
@@ -23,21 +28,8 @@ def _table(out: str) -> dict[str, list[str]]:
 
 
 def test_plugin_and_builtin_side_by_side(fashion_root, no_system_data, capsys):
-    args = [
-        "measure",
-        "my_gate_resnet20",
-        "resnet20",
-        "--plugin",
-        str(PLUGIN),
-        "--data-root",
-        str(fashion_root),
-        "--batch-sizes",
-        "1,4",
-        "--eval-images",
-        "32",
-        *FAST,
-    ]
-    assert main(args) == 0
+    options = ["--plugin", str(PLUGIN), "--batch-sizes", "1,4", "--eval-images", "32"]
+    assert measure("my_gate_resnet20", "resnet20", *options, root=fashion_root) == 0
     out = capsys.readouterr().out
     assert out.startswith("fashion_mnist: input 1×28×28, 10 classes")
     table = _table(out)
@@ -60,22 +52,7 @@ def test_plugin_and_builtin_side_by_side(fashion_root, no_system_data, capsys):
 
 
 def test_executed_macs_are_those_of_the_evaluation_batch(fashion_root, no_system_data, capsys):
-    assert (
-        main(
-            [
-                "measure",
-                "bas_resnet20",
-                "--data-root",
-                str(fashion_root),
-                "--batch-sizes",
-                "2",
-                "--eval-images",
-                "16",
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert measure("bas_resnet20", "--batch-sizes", "2", "--eval-images", "16", root=fashion_root) == 0
     cell = _table(capsys.readouterr().out)["Executed MACs, mean (min–max) over 16 images"][0]
     data = eval_batch(load_dataset("fashion_mnist", str(fashion_root)), 16)
     torch.manual_seed(0)
@@ -94,22 +71,11 @@ def test_checkpoint_weights_decide_the_gates(tmp_path, fashion_root, no_system_d
         if gate.fc.out_features == 16:
             torch.nn.init.constant_(gate.fc.bias, -1.0)
     torch.save({"model": model.state_dict()}, tmp_path / "last.pt")
-    args = [
-        "measure",
-        "my_gate_resnet20",
-        "--plugin",
-        str(PLUGIN),
-        "--data-root",
-        str(fashion_root),
-        "--checkpoint",
-        str(tmp_path / "last.pt"),
-        "--batch-sizes",
-        "1",
-        "--eval-images",
-        "8",
-        *FAST,
-    ]
-    assert main(args) == 0
+    options = ["--plugin", str(PLUGIN), "--checkpoint", str(tmp_path / "last.pt")]
+    assert (
+        measure("my_gate_resnet20", *options, "--batch-sizes", "1", "--eval-images", "8", root=fashion_root)
+        == 0
+    )
     out = capsys.readouterr().out
     table = _table(out)
     assert f"weights: {tmp_path / 'last.pt'}" in out
@@ -136,7 +102,7 @@ def test_checkpoint_weights_decide_the_gates(tmp_path, fashion_root, no_system_d
 )
 def test_errors_are_one_line(extra, expected, fashion_root, no_system_data, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert main(["measure", *extra, "--data-root", str(fashion_root), *FAST]) == 2
+    assert measure(*extra, root=fashion_root) == 2
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert err.startswith("bench measure: error: ") and expected in err
 

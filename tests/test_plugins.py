@@ -10,7 +10,7 @@ import timm
 
 from bench import plugins, registry
 from bench.cli import main
-from tests.helpers import write_suite
+from tests.helpers import run_args, write_suite
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "my_method"
 
@@ -61,31 +61,13 @@ def test_a_file_plugin_registers_like_a_builtin(tmp_path):
 def test_run_with_a_plugin_stores_its_record(tmp_path, fashion_root, no_system_data, capsys):
     path = _plugin(tmp_path, GOOD.format(name="tiny_plugin_net"))
     suite = write_suite(tmp_path, models=("tiny_plugin_net",))
-    assert main(_run_args(suite, tmp_path, fashion_root, "--plugin", str(path))) == 0
+    assert main(run_args(suite, tmp_path, fashion_root, "--plugin", str(path))) == 0
     assert "tiny_plugin_net · fashion_mnist · seed 0: top-1" in capsys.readouterr().out
     from bench.store.results import ResultStore
 
     (record,) = ResultStore(tmp_path / "results").read("tiny")
     assert record.model == "tiny_plugin_net" and record.model_family == "my_plugin"
     assert record.model_args == {} and record.metrics.params == 1 * 4 * 9 + 4 + 4 * 10 + 10
-
-
-def _run_args(suite, tmp_path, data_root, *extra):
-    return [
-        "run",
-        "--suite",
-        str(suite),
-        "--data-root",
-        str(data_root),
-        "--out",
-        str(tmp_path / "results"),
-        "--leaderboard-dir",
-        str(tmp_path / "lb"),
-        "--work-dir",
-        str(tmp_path / "runs"),
-        "--no-progress",
-        *extra,
-    ]
 
 
 BROKEN = {
@@ -143,7 +125,7 @@ def test_a_broken_plugin_gives_one_clear_error_and_leaves_the_store_untouched(
     store.write_bytes(b"earlier records\n")  # never read: the plugin fails before the store is opened
     before = registry.list_models()
 
-    assert main(_run_args(suite, tmp_path, fashion_root, "--plugin", str(path))) == 2
+    assert main(run_args(suite, tmp_path, fashion_root, "--plugin", str(path))) == 2
 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
@@ -166,7 +148,7 @@ def test_a_clash_between_two_plugins_names_both(tmp_path, capsys):
 
 def test_unknown_model_hints_at_the_plugin_option(tmp_path, fashion_root, no_system_data, capsys):
     suite = write_suite(tmp_path, models=("my_unloaded_net",))
-    assert main(_run_args(suite, tmp_path, fashion_root)) == 2
+    assert main(run_args(suite, tmp_path, fashion_root)) == 2
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert "unknown model 'my_unloaded_net'" in err and "--plugin PATH" in err
 
@@ -213,7 +195,7 @@ def test_a_broken_entry_point_names_itself_and_the_fix(monkeypatch, tmp_path):
 def test_a_user_suite_file_is_validated_like_a_builtin(tmp_path, fashion_root, no_system_data, capsys):
     suite = tmp_path / "my_suite.toml"
     suite.write_text((EXAMPLE / "my_suite.toml").read_text().replace("\nepochs =", "\nepoch ="))
-    args = _run_args(suite, tmp_path, fashion_root, "--plugin", str(EXAMPLE / "my_method.py"))
+    args = run_args(suite, tmp_path, fashion_root, "--plugin", str(EXAMPLE / "my_method.py"))
     assert main(args) == 2
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert f"{suite} [train]: unknown key(s) ['epoch']" in err

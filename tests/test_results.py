@@ -1,7 +1,6 @@
 """The append-only store: validation on write and read, versions, atomic appends under a lock."""
 
 import json
-import multiprocessing as mp
 import os
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from pydantic import ValidationError
 
 from bench.store.results import JOURNAL, ResultStore, StoreError, UnknownRecordError
 from bench.store.schema import SCHEMA_VERSION, Record, upgrade
+from tests.helpers import run_workers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -289,13 +289,7 @@ def _append_many(root: str, worker: int, n: int) -> None:
 
 
 def test_two_processes_appending_at_once_lose_nothing(tmp_path):
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_append_many, args=(str(tmp_path), w, 15)) for w in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    run_workers(_append_many, str(tmp_path), n_workers=2, per_worker=15, start="spawn", timeout_s=60)
     records = ResultStore(tmp_path).read()
     assert sorted(r.seed for r in records) == sorted([w * 1000 + i for w in range(2) for i in range(15)])
     assert sorted(r.store_version for r in records) == list(range(1, 31))

@@ -20,6 +20,7 @@ from bench.engine.config import config_hash, load_suite
 from bench.store.results import ResultStore
 from bench.store.schema import Record
 from bench.store.submit import SubmissionError, submit
+from tests.helpers import run_workers
 from tests.test_results import record_body
 
 CODE = "https://github.com/example/gated-nets"
@@ -456,13 +457,8 @@ def _submit_many(root: str, worker: int, n: int) -> None:
 
 
 def test_two_processes_submitting_at_once_lose_nothing(tmp_path):
-    ctx = mp.get_context("fork")  # the children only parse JSON and write files; spawn would re-import torch
-    procs = [ctx.Process(target=_submit_many, args=(str(tmp_path), w, 8)) for w in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    # fork: the children only parse JSON and write files; spawn would re-import torch
+    run_workers(_submit_many, str(tmp_path), n_workers=2, per_worker=8, start="fork", timeout_s=120)
     records = ResultStore(tmp_path / "results").read()
     assert sorted(r.seed for r in records) == sorted(w * 100 + i for w in range(2) for i in range(8))
     assert sorted(r.store_version for r in records) == list(range(1, 17))
