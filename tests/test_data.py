@@ -61,6 +61,30 @@ def test_loader_shuffles_by_seed_and_epoch():
     assert sorted(order(3, 2).tolist()) == list(range(64))
 
 
+def test_loader_started_mid_epoch_gives_the_rest_of_the_epoch():
+    """start_at(k) skips k batches yet draws their crops and flips: batch k on is as in a whole pass."""
+    images = torch.randint(0, 255, (64, 1, 6, 6), dtype=torch.uint8)
+    loader = DeviceLoader(images, torch.arange(64), 16, (0.5,), (0.25,), shuffle=True, crop_padding=2, flip=True,
+                          drop_last=True, seed=1)  # fmt: skip
+    loader.set_epoch(2)
+    whole = list(loader)
+    loader.start_at(3)
+    rest = list(loader)
+    assert len(rest) == 1 and all(torch.equal(a, b) for a, b in zip(whole[3], rest[0], strict=True))
+    assert len(list(loader)) == 4  # the start applies to one pass
+
+
+def test_every_dataset_hands_out_its_loaders(fashion_root, no_system_data):
+    data = load_dataset("fashion_mnist", str(fashion_root))
+    assert data.configure(None) is data and data.measurement_set() is data
+    cfg = type("Cfg", (), {"batch_size": 64, "crop_padding": 0, "flip": False})()
+    shards = [data.train_loader(cfg, seed=0, device="cpu", rank=r, world_size=2) for r in (0, 1)]
+    (x0, _), (x1, _) = next(iter(shards[0])), next(iter(shards[1]))
+    assert x0.shape == x1.shape == (32, 1, 28, 28)
+    evals = [data.eval_loader(50, "cpu", rank=r, world_size=2) for r in (0, 1)]
+    assert sum(len(y) for loader in evals for _, y in loader) == len(data.test_labels)
+
+
 def _offsets(crops: torch.Tensor, size: int) -> torch.Tensor:
     """(dy, dx) of each crop, read from its centre pixel, whose value encodes the image position."""
     c = size // 2

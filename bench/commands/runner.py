@@ -17,15 +17,22 @@ from typing import Any
 import torch
 
 from bench import registry
-from bench.data import DATASET_TASKS, ImageDataset, load_dataset
+from bench.data import DATASET_TASKS, ImageDataset, batch_per_rank, load_dataset
 from bench.engine.config import PlanError, Suite, TrainConfig, config_hash
-from bench.engine.distributed import barrier, batch_per_rank, init_from_env, syncs_batchnorm, world
+from bench.engine.distributed import barrier, init_from_env, syncs_batchnorm, world
 from bench.engine.env import environment
+from bench.engine.tasks import CLASSIFICATION, Segmentation, Task
 from bench.engine.train import evaluate, seed_everything, train
 from bench.measure.report import counters_disagree, measure_model
 from bench.segmentation import evaluate_segmentation, segmentation_loss  # also registers the PSPNets
 from bench.store.results import ResultStore
 from bench.store.schema import METRIC_LABELS, SCHEMA_VERSION, TASK_METRICS, Record
+
+# each dataset's task (bench.data.DATASET_TASKS names it): its loss, what its accuracy counts, its metrics
+TASKS: dict[str, Task] = {
+    "classification": CLASSIFICATION,
+    "segmentation": Segmentation(segmentation_loss, evaluate_segmentation),
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,10 @@ class RunSpec:
     def name(self) -> str:
         return f"{self.model} · {self.dataset} · seed {self.seed}"
 
+    @property
+    def task(self) -> Task:
+        return TASKS[DATASET_TASKS[self.dataset]]
+
 
 def plan(suite: Suite, models: list[str] | None = None, seeds: list[int] | None = None,
          epochs: int | None = None) -> list[RunSpec]:  # fmt: skip
@@ -67,10 +78,8 @@ def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset], device
     processes, before any training starts."""
     processes = world().world_size
     for spec in {(s.model, s.dataset): s for s in specs}.values():
-        data = _configured(datasets[spec.dataset], spec.train)
-        segmentation = DATASET_TASKS[spec.dataset] == "segmentation"
-        # a fully convolutional model is checked on a small image, not on a whole 1024x2048 frame
-        shape = (data.in_chans, 64, 128) if segmentation else data.input_shape
+        data = datasets[spec.dataset].configure(spec.train)
+        shape, expected = spec.task.probe(data)  # segmentation: a small image, not a whole 1024x2048 frame
         try:
             model = registry.create_model(spec.model, data.num_classes, data.in_chans, **spec.model_args)
             with torch.no_grad():
@@ -78,7 +87,6 @@ def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset], device
         except Exception as e:  # noqa: BLE001 - any failure here is reported as the model's
             raise PlanError(f"{registry.describe(spec.model)} cannot be built for {spec.dataset} "
                             f"{data.input_shape}: {type(e).__name__}: {e}") from e  # fmt: skip
-        expected = (2, data.num_classes, *shape[1:]) if segmentation else (2, data.num_classes)
         if tuple(out.shape) != expected:
             raise PlanError(f"{registry.describe(spec.model)} returns shape {tuple(out.shape)} for {spec.dataset}; "
                             f"expected {expected}")  # fmt: skip
@@ -99,51 +107,37 @@ def _check_batch_split(spec: RunSpec, model: torch.nn.Module, processes: int, de
                         + (" or sync_bn on GPUs" if processes > 1 else ""))  # fmt: skip
 
 
-def _configured(data, cfg: TrainConfig):
-    """A streamed dataset takes its crop sizes and workers from the run's config; in-memory ones are as is."""
-    return data.configure(cfg) if hasattr(data, "configure") else data
-
-
 def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, resume: bool,
             progress: bool, submitter: str) -> Record | None:  # fmt: skip
     """Train, evaluate and measure one (model, dataset, seed); returns its record (not yet stored).
 
     Under torchrun every rank trains; rank 0 alone measures and returns the record (others: None).
     """
-    data = _configured(data, spec.train).subset(spec.train.train_size)
+    data = data.configure(spec.train).subset(spec.train.train_size)  # a streamed one takes sizes, workers
     seed_everything(spec.seed)
     model = registry.create_model(spec.model, data.num_classes, data.in_chans, **spec.model_args)
     chash = config_hash(spec.config)
     checkpoint = (
         work_dir / spec.suite.name / f"{spec.model}-{spec.dataset}-s{spec.seed}-{chash[:8]}" / "last.pt"
     )
-    segmentation = DATASET_TASKS[spec.dataset] == "segmentation"
     result = train(model, data, spec.train, spec.seed, device, checkpoint, resume, progress, desc=spec.name,
-                   loss_fn=segmentation_loss if segmentation else None)  # fmt: skip
+                   task=spec.task)  # fmt: skip
     metrics, gates = None, None
-    if result.status == "measured" and segmentation:
-        where = world()
-        loader = data.eval_loader(spec.train.eval_batch_size, device, where.rank, where.world_size)
-        accuracy = evaluate_segmentation(model, loader, data.num_classes, device)  # mIoU, pixel accuracy
-    elif result.status == "measured":
-        accuracy = evaluate(model, data, spec.train.eval_batch_size, device)  # every rank: reduced sums
     if result.status == "measured":
+        accuracy = evaluate(model, data, spec.train.eval_batch_size, device, spec.task)  # every rank: reduced
         if not world().is_main:  # measurement, the record and every write belong to rank 0
             barrier()
             return None
         # streamed datasets: gate statistics and executed MACs over a fixed in-memory slice of the eval split
-        measure_data = data if isinstance(data, ImageDataset) else data.measurement_set()
         measured, gates = measure_model(
-            model, measure_data, spec.suite.measure, device, spec.train.eval_batch_size
+            model, data.measurement_set(), spec.suite.measure, device, spec.train.eval_batch_size
         )
         barrier()
         metrics = {**accuracy, **measured, "train_time_s": result.train_time_s,
                    "train_images_per_s": result.train_images_per_s}  # fmt: skip
     elif not world().is_main:
         return None
-    info = dict(getattr(model, "bench_info", {}))
-    if segmentation:
-        info["segmentation_metrics"] = "torchmetrics MulticlassJaccardIndex / MulticlassAccuracy, ignore 255"
+    info = dict(getattr(model, "bench_info", {})) | spec.task.notes
     record = Record(
         schema_version=SCHEMA_VERSION,
         suite=spec.suite.name,

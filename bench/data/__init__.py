@@ -5,7 +5,7 @@ and `bench.data.synthetic` writes tiny datasets in those same formats for the te
 """
 
 from bench.data.base import DatasetNotFoundError, ImageDataset, dataset_search_roots
-from bench.data.loader import DeviceLoader
+from bench.data.loader import DeviceLoader, batch_per_rank
 
 DATASET_TASKS = {"fashion_mnist": "classification", "cifar10": "classification", "cifar100": "classification",
                  "imagenet": "classification", "cityscapes": "segmentation"}  # fmt: skip
@@ -43,6 +43,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DeviceLoader",
     "ImageDataset",
+    "batch_per_rank",
     "dataset_search_roots",
     "load_dataset",
 ]

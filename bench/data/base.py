@@ -1,4 +1,10 @@
-"""The in-memory dataset record shared by every small classification dataset."""
+"""The in-memory dataset record shared by every small classification dataset.
+
+Every dataset, in memory or streamed (`bench.data.imagenet.FolderDataset`), answers the same calls:
+`configure(cfg)`, `subset(n)`, `train_loader(cfg, seed, device, rank, world_size)`,
+`eval_loader(batch_size, device, rank, world_size)` (each rank's share, `batch_size` images a batch) and
+`measurement_set()` (an in-memory ImageDataset for gate statistics and executed MACs).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from bench.data.loader import DeviceLoader
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -58,6 +66,28 @@ class ImageDataset:
         h.update(self.test_images.contiguous().numpy().tobytes())
         h.update(self.test_labels.contiguous().numpy().tobytes())
         return h.hexdigest()
+
+    def configure(self, cfg) -> ImageDataset:
+        """In memory, nothing of the run's config applies (a streamed dataset takes sizes and workers)."""
+        return self
+
+    def measurement_set(self) -> ImageDataset:
+        return self
+
+    def train_loader(self, cfg, seed: int, device: str, rank: int, world_size: int) -> DeviceLoader:
+        """Rank `rank`'s share of every global batch of `cfg.batch_size`, cropped and flipped on `device`."""
+        mean, std = self.mean_std
+        return DeviceLoader(self.train_images, self.train_labels, cfg.batch_size, mean, std, device=device,
+                            shuffle=True, crop_padding=cfg.crop_padding, flip=cfg.flip, drop_last=True,
+                            seed=seed, rank=rank, world_size=world_size)  # fmt: skip
+
+    def eval_loader(self, batch_size: int, device: str, rank: int, world_size: int) -> DeviceLoader:
+        """Every `world_size`-th evaluation image from `rank` on, in batches of `batch_size`."""
+        mean, std = self.mean_std
+        shard = slice(rank, None, world_size)
+        return DeviceLoader(
+            self.test_images[shard], self.test_labels[shard], batch_size, mean, std, device=device
+        )
 
     def subset(self, train_size: int | None) -> ImageDataset:
         """The first `train_size` images of a fixed (seed 0) permutation, the same for every run."""

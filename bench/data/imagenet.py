@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from bench.data.base import DatasetNotFoundError, ImageDataset, dataset_search_roots
-from bench.engine.distributed import batch_per_rank
+from bench.data.loader import batch_per_rank
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's constants, which the papers' recipes use
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -8,7 +8,9 @@ Data order comes from a generator seeded by (seed, epoch), so an interrupted run
 
 Under torchrun each rank takes its slice of every global batch: the permutation and the augmentation
 draws (crop offsets, flips) are made for the whole global batch, in the same order as in one process,
-then sliced, so the union over ranks of one step's images is exactly the one-process batch.
+then sliced, so the union over ranks of one step's images is exactly the one-process batch. The
+caller hands in its rank and the world size (`bench.engine.distributed.world()`); this package knows
+nothing of process groups.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.engine.distributed import batch_per_rank
+
+def batch_per_rank(batch_size: int, world_size: int) -> int:
+    """Each process's share of the global batch, which must split evenly over the processes."""
+    if batch_size % world_size:
+        raise ValueError(f"batch_size {batch_size} is the global batch and does not split over {world_size} "
+                         f"processes; make it a multiple of {world_size}")  # fmt: skip
+    return batch_size // world_size
 
 
 def crop_offsets(n: int, padding: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -86,6 +94,7 @@ class DeviceLoader:
         self.shuffle, self.crop_padding, self.flip, self.drop_last = shuffle, crop_padding, flip, drop_last
         self.seed = seed
         self.epoch = 0
+        self.first = 0  # the batch the next pass starts at (resuming mid-epoch)
         self.share = batch_per_rank(batch_size, world_size)  # this rank's images of each batch
         self.rank = rank
         shape = (1, -1, 1, 1)
@@ -97,6 +106,11 @@ class DeviceLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def start_at(self, batch: int) -> None:
+        """The next pass starts at this batch: the batches before it draw their crops and flips (the
+        generator's stream stays that of a pass from the start) but are neither gathered nor yielded."""
+        self.first = batch
+
     def __len__(self) -> int:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
@@ -105,8 +119,15 @@ class DeviceLoader:
         generator = torch.Generator(self.device).manual_seed(self.seed * 100_003 + self.epoch)
         n = len(self.labels)
         order = torch.randperm(n, generator=generator, device=self.device) if self.shuffle else None
+        first, self.first = self.first, 0
         for i in range(len(self)):
             start, stop = i * self.batch_size, min(n, (i + 1) * self.batch_size)
+            if i < first:  # a batch that ran before the interruption: its draws only
+                if self.crop_padding:
+                    crop_offsets(stop - start, self.crop_padding, generator)
+                if self.flip:
+                    flips(stop - start, generator)
+                continue
             mine = slice(self.rank * self.share, min(stop - start, (self.rank + 1) * self.share))
             index = slice(start + mine.start, start + mine.stop)
             if order is not None:

@@ -6,7 +6,8 @@
 costs anything. The suite's `batch_size` is the global batch: each rank trains on `batch_size / N`
 images of the same seeded permutation the one-process loader draws (`bench.data.loader.DeviceLoader`,
 or the streaming loaders' DistributedSampler), so N processes and one process
-see the same global batches (with BatchNorm statistics per rank unless `sync_bn`).
+see the same global batches (with BatchNorm statistics per rank unless `sync_bn`). The loaders are handed
+the rank and world size; the split rule is `bench.data.batch_per_rank`.
 """
 
 from __future__ import annotations
@@ -36,14 +37,6 @@ def world() -> World:
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())
     return World()
-
-
-def batch_per_rank(batch_size: int, world_size: int) -> int:
-    """Each process's share of the global batch, which must split evenly over the processes."""
-    if batch_size % world_size:
-        raise ValueError(f"batch_size {batch_size} is the global batch and does not split over {world_size} "
-                         f"processes; make it a multiple of {world_size}")  # fmt: skip
-    return batch_size // world_size
 
 
 def syncs_batchnorm(sync_bn: bool, world_size: int, device: str) -> bool:

@@ -1,7 +1,13 @@
 """The training loop: plain PyTorch, one seed for everything, hooks only for a method's extra losses.
 
+`train` reads top-down: `set_up` (the device, channels_last, SyncBatchNorm and DDP wrapping, the
+optimizer, lr schedule and AMP scaler, in a `Run`), `resume_from` (a checkpoint: where to `Start`),
+then per epoch `train_one_epoch` (the step loop), the epoch's `EpochSums.summary` into the history and
+`save`. What differs between classification and segmentation (the loss, what a step's accuracy counts,
+the evaluation metrics) comes from the dataset's task (`bench.engine.tasks`); the loop never asks which.
+
 A model may define `aux_losses(progress) -> dict[str, Tensor]` (GaterNet's L1, Batch-Shaping's
-curriculum, AIG's target rate); the loop adds them to the cross-entropy every step and knows nothing
+curriculum, AIG's target rate); the loop adds them to the task's loss every step and knows nothing
 else about the method. It may also name parameters to keep out of weight decay (`no_weight_decay()`,
 timm's convention). The loop reads nothing back from the device per step except every `LOG_EVERY`
 steps, for the progress bar and the NaN check.
@@ -14,30 +20,29 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from bench.data import DeviceLoader, ImageDataset
-from bench.data.cityscapes import IGNORE_INDEX
+from bench.data import batch_per_rank
 from bench.engine.config import TrainConfig
 from bench.engine.distributed import (
     World,
     all_gather_objects,
     all_reduce_sum,
-    batch_per_rank,
     broadcast_object,
     rng_state,
     set_rng_state,
     syncs_batchnorm,
     world,
 )
+from bench.engine.tasks import CLASSIFICATION, Task
 
 LOG_EVERY = 20
 
@@ -154,19 +159,205 @@ def load_checkpoint(path: Path) -> dict | None:
     return None
 
 
-def make_train_loader(data, cfg: TrainConfig, seed: int, device: str, where: World):
-    """The in-memory loader (this rank's shard of each global batch) or the dataset's streaming loader."""
-    if not isinstance(data, ImageDataset):  # big datasets stream from disk through worker processes
-        return data.train_loader(cfg, seed, device, where.rank, where.world_size)
-    mean, std = data.mean_std
-    return DeviceLoader(data.train_images, data.train_labels, cfg.batch_size, mean, std, device=device,
-                        shuffle=True, crop_padding=cfg.crop_padding, flip=cfg.flip, drop_last=True, seed=seed,
-                        rank=where.rank, world_size=where.world_size)  # fmt: skip
+@dataclass
+class Run:
+    """One training run's moving parts: the model as it trains (DDP, SyncBatchNorm, channels_last), what
+    steps it (optimizer, lr schedule, AMP), what each step computes (the task's loss and scoring, the
+    model's aux losses), and where it is checkpointed."""
+
+    cfg: TrainConfig
+    model: nn.Module  # the module itself: what a checkpoint holds
+    net: nn.Module  # what runs the forward pass: the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler  # enabled for fp16 only; bf16 needs none
+    dtype: torch.dtype | None  # the autocast dtype; None: no AMP
+    loss_fn: Callable  # (output, target) -> mean loss over the counted images or pixels
+    scored: Callable  # (logits, target) -> (correct, counted)
+    aux_losses: Callable[[float], dict[str, Tensor]]  # the method's extra losses at a fraction of training
+    device: str
+    where: World
+    checkpoint: Path | None
+    runtime: dict  # what the record's `training` says about how the run was set up
+
+    def autocast(self):
+        return torch.autocast(torch.device(self.device).type, dtype=self.dtype or torch.bfloat16,
+                              enabled=self.dtype is not None)  # fmt: skip
+
+
+def set_up(model: nn.Module, cfg: TrainConfig, task: Task, device: str, where: World, checkpoint: Path | None,
+           steps_per_epoch: int) -> Run:  # fmt: skip
+    """Move the model to the device (channels_last if asked), wrap it for the process group (SyncBatchNorm
+    on GPUs if asked, DDP), and build the optimizer, the lr schedule and the AMP gradient scaler."""
+    per_rank = batch_per_rank(cfg.batch_size, where.world_size)
+    sync_bn = syncs_batchnorm(cfg.sync_bn, where.world_size, device)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = _for_processes(model, cfg, device, where, sync_bn)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
+    dtype = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=dtype == torch.float16)
+    runtime = {"world_size": where.world_size, "global_batch_size": cfg.batch_size,
+               "batch_size_per_rank": per_rank, "lr": cfg.scaled_lr,
+               "lr_scaling": cfg.lr_scaling, "amp_dtype": str(dtype).removeprefix("torch.") if dtype else None,
+               "grad_scaler": scaler.is_enabled(), "channels_last": cfg.channels_last,
+               "sync_bn": sync_bn,
+               "backend": dist.get_backend() if dist.is_initialized() else None}  # fmt: skip
+    aux_losses = getattr(model, "aux_losses", lambda progress: {})
+    return Run(cfg, model, net, optimizer, scheduler, scaler, dtype, task.loss(cfg), task.scored, aux_losses,
+               device, where, checkpoint, runtime)  # fmt: skip
+
+
+def _for_processes(model: nn.Module, cfg: TrainConfig, device: str, where: World, sync_bn: bool) -> nn.Module:
+    """What runs the forward pass: the model itself in one process; under torchrun, DDP around it (and
+    SyncBatchNorm in it, on GPUs, if the config asks)."""
+    if where.world_size == 1:
+        return model
+    net = model
+    if sync_bn:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif cfg.sync_bn and where.is_main:  # torch's SyncBatchNorm runs on GPUs only
+        print("sync_bn: BatchNorm statistics stay per process on CPU (recorded as sync_bn false)",
+              file=sys.stderr, flush=True)  # fmt: skip
+    cuda = torch.device(device).type == "cuda"
+    return nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device).index] if cuda else None)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a run starts: an epoch, the steps of it that already ran, and this rank's sums of those."""
+
+    epoch: int = 0
+    step: int = 0
+    partial: dict | None = None
+
+
+def resume_from(checkpoint: Path | None, run: Run, result: TrainResult) -> Start:
+    """Rank 0 reads the checkpoint (if any) and every rank continues from it: weights, optimizer, schedule,
+    scaler, its own RNG stream and partial epoch sums, the history and the training time so far."""
+    where = run.where
+    state = load_checkpoint(checkpoint) if checkpoint is not None and where.is_main else None
+    state = broadcast_object(state)  # a collective: every rank calls it, with or without a checkpoint
+    if state is None:
+        return Start()
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    rng = state["rng"]  # one entry per rank of the run that wrote the checkpoint, as is `partial`
+    set_rng_state(rng[where.rank % len(rng)], run.device)
+    result.history, result.train_time_s = state["history"], state["train_time_s"]
+    partial = state["partial"]  # None after a whole epoch
+    partial = partial[where.rank % len(partial)] if partial is not None and state["step_in_epoch"] else None
+    return Start(state["epoch"], state["step_in_epoch"], partial)
+
+
+def save(run: Run, result: TrainResult, epoch: int, step_in_epoch: int, sums: EpochSums | None) -> None:
+    """Gather every rank's RNG state and partial epoch sums (each rank continues its own stream and counts);
+    rank 0 writes them with the model, optimizer, schedule, scaler, history and training time so far."""
+    gathered = all_gather_objects((rng_state(run.device), sums.state() if sums is not None else None))
+    rngs, partials = [g[0] for g in gathered], [g[1] for g in gathered]
+    if run.checkpoint is not None and run.where.is_main:
+        _save_checkpoint({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                          "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "rng": rngs,
+                          "epoch": epoch, "step_in_epoch": step_in_epoch,
+                          "partial": partials if sums is not None else None,
+                          "history": result.history, "train_time_s": result.train_time_s,
+                          "world_size": run.where.world_size}, run.checkpoint)  # fmt: skip
+
+
+def _save_checkpoint(state: dict, path: Path) -> None:  # a seam: the tests interrupt a run here
+    _save_atomic(state, path)
+
+
+@dataclass
+class EpochSums:
+    """One rank's running sums over an epoch, on the device: loss x counted, correct, counted (images or
+    labelled pixels), each aux loss. A mid-epoch checkpoint holds them, so a resumed epoch reports whole."""
+
+    loss: Tensor
+    correct: Tensor
+    seen: Tensor
+    aux: dict[str, Tensor]
+
+    @classmethod
+    def starting(cls, device: str, partial: dict | None = None) -> EpochSums:
+        """Zeros, plus `partial`: the sums of the part of this epoch that ran before an interruption."""
+        loss, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+        sums = cls(loss, correct, torch.zeros((), dtype=torch.long, device=device), {})
+        if partial is not None:
+            sums.loss += partial["loss_sum"]
+            sums.correct += partial["correct"]
+            sums.seen += partial["seen"]
+            sums.aux = {k: v.to(device) for k, v in partial["aux_sums"].items()}
+        return sums
+
+    def add_aux(self, name: str, value: Tensor) -> None:
+        self.aux[name] = self.aux.get(name, 0) + value.detach().float()
+
+    def add(self, loss: Tensor, correct: Tensor, counted: Tensor | int) -> None:
+        self.loss += loss.detach() * counted  # the loss is a mean over the counted images or pixels
+        self.correct += correct
+        self.seen += counted
+
+    def state(self) -> dict:
+        """The sums as a checkpoint's `partial` holds them (CPU tensors)."""
+        return {"loss_sum": self.loss.cpu(), "correct": self.correct.cpu(), "seen": self.seen.cpu(),
+                "aux_sums": {k: v.cpu() for k, v in self.aux.items()}}  # fmt: skip
+
+    def summary(self, epoch: int, steps: int, world_size: int) -> dict:
+        """The epoch's history entry, summed over ranks: loss and top-1 per counted item, aux losses per step."""
+        names = sorted(self.aux)
+        device = self.loss.device
+        totals = all_reduce_sum(torch.stack([self.loss.float(), self.correct.float(), self.seen.float(),
+                                             *[torch.as_tensor(self.aux[k], device=device).float() for k in names]]))  # fmt: skip
+        totals = totals.tolist()
+        return {"epoch": epoch + 1, "train_loss": totals[0] / totals[2],
+                "train_top1_pct": 100 * totals[1] / totals[2]} | {
+            f"aux_{k}": v / world_size / steps for k, v in zip(names, totals[3:], strict=True)}  # fmt: skip
+
+
+class Clock:
+    """Training time in laps (writing a checkpoint is not training) and the images of the current lap."""
+
+    def __init__(self):
+        self.t0, self.images = time.perf_counter(), 0
+
+    def lap(self) -> float:
+        """Seconds since the lap began; a new lap begins."""
+        now = time.perf_counter()
+        seconds, self.t0, self.images = now - self.t0, now, 0
+        return seconds
+
+    def images_per_s(self) -> float:
+        return self.images / (time.perf_counter() - self.t0)
+
+
+class NonFiniteLoss(Exception):
+    """The training loss is no longer finite: the run fails, with this as its reason."""
+
+
+def log_progress(bar: tqdm, sums: EpochSums, clock: Clock, epoch: int, epochs: int, done: int) -> None:
+    """The loop's only read-back from the device (every LOG_EVERY steps and at an epoch's end): the mean
+    loss and top-1 so far, summed over ranks, for the progress bar; raises NonFiniteLoss."""
+    totals = all_reduce_sum(torch.stack([sums.loss.float(), sums.correct.float(), sums.seen.float()]))
+    mean_loss = totals[0].item() / totals[2].item()
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLoss(f"non-finite training loss at epoch {epoch + 1}, step {done}")
+    bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{mean_loss:.3f}",
+                    acc=f"{100 * totals[1].item() / totals[2].item():.1f}", img_s=f"{clock.images_per_s():.0f}")  # fmt: skip
+    bar.update(LOG_EVERY if done % LOG_EVERY == 0 else done % LOG_EVERY)
+
+
+def _main_output(out: Tensor | dict[str, Tensor]) -> Tensor:
+    return out["out"] if isinstance(out, dict) else out  # {"out", "aux"}: a model with an auxiliary head
 
 
 def train(
     model: nn.Module,
-    data: ImageDataset,
+    data,
     cfg: TrainConfig,
     seed: int,
     device: str = "cpu",
@@ -174,163 +365,31 @@ def train(
     resume: bool = False,
     progress: bool = True,
     desc: str = "",
-    loss_fn=None,
+    task: Task = CLASSIFICATION,
 ) -> TrainResult:
-    """Train `model` in place; checkpoint every `cfg.checkpoint_every_steps` and after every epoch.
-
-    In a torchrun process group the model is wrapped in DistributedDataParallel, each rank takes its
-    share of every global batch, epoch metrics are summed over ranks, and only rank 0 writes.
-    `loss_fn(output, y)` replaces the cross-entropy (segmentation passes its ignore-index loss, which also
-    takes the `{"out", "aux"}` output of a model with an auxiliary head).
-    """
+    """Train `model` in place on `data` (any dataset of bench.data); `task` (bench.engine.tasks) gives the
+    loss and what a step's accuracy counts. Checkpoints every `cfg.checkpoint_every_steps` steps and after
+    every epoch; `resume` continues from the checkpoint, bit for bit. Under torchrun the model is wrapped
+    in DistributedDataParallel, each rank takes its share of every global batch, epoch sums are reduced
+    over the ranks, and only rank 0 writes."""
     where = world()
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    per_rank = batch_per_rank(cfg.batch_size, where.world_size)
-    sync_bn = syncs_batchnorm(cfg.sync_bn, where.world_size, device)
-    loader = make_train_loader(data, cfg, seed, device, where)
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    net = model
-    if where.world_size > 1:
-        if sync_bn:
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif cfg.sync_bn and where.is_main:  # torch's SyncBatchNorm runs on GPUs only
-            print("sync_bn: BatchNorm statistics stay per process on CPU (recorded as sync_bn false)",
-                  file=sys.stderr, flush=True)  # fmt: skip
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device).index] if
-                                                  torch.device(device).type == "cuda" else None)  # fmt: skip
-    optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, len(loader)))
-    dtype = amp_dtype(cfg, device)
-    device_type = torch.device(device).type
-    scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
-    if loss_fn is None:
-
-        def loss_fn(logits, y):
-            return F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-
-    result = TrainResult(status="measured")
-    result.runtime = {"world_size": where.world_size, "global_batch_size": cfg.batch_size,
-                      "batch_size_per_rank": per_rank, "lr": cfg.scaled_lr,
-                      "lr_scaling": cfg.lr_scaling, "amp_dtype": str(dtype).removeprefix("torch.") if dtype else None,
-                      "grad_scaler": scaler.is_enabled(), "channels_last": cfg.channels_last,
-                      "sync_bn": sync_bn,
-                      "backend": dist.get_backend() if dist.is_initialized() else None}  # fmt: skip
-    start_epoch, skip_steps, partial = 0, 0, None
-    state = load_checkpoint(checkpoint) if resume and checkpoint is not None and where.is_main else None
-    state = broadcast_object(state)  # rank 0 read it; every rank continues from it
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        rng = state["rng"]  # one entry per rank of the run that wrote the checkpoint, as is `partial`
-        set_rng_state(rng[where.rank % len(rng)], device)
-        start_epoch, skip_steps = state["epoch"], state["step_in_epoch"]
-        result.history, result.train_time_s, partial = (
-            state["history"],
-            state["train_time_s"],
-            state["partial"],
-        )
-        if partial is not None:
-            partial = partial[where.rank % len(partial)]
-    del state
-    aux_losses = getattr(model, "aux_losses", None)
-    total_steps = cfg.epochs * len(loader)
-    bar = tqdm(total=total_steps, initial=start_epoch * len(loader) + skip_steps, desc=desc,
-               disable=not progress or not where.is_main, leave=False, mininterval=1.0,
-               dynamic_ncols=True)  # fmt: skip
-
-    def save(epoch: int, step_in_epoch: int, sums: dict | None) -> None:
-        # every rank's RNG state and partial epoch sums, so each rank continues its own stream and counts
-        gathered = all_gather_objects((rng_state(device), sums))
-        rngs, partials = [g[0] for g in gathered], [g[1] for g in gathered]
-        if checkpoint is not None and where.is_main:
-            _save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
-                              "epoch": epoch, "step_in_epoch": step_in_epoch,
-                              "partial": partials if sums is not None else None,
-                              "history": result.history, "train_time_s": result.train_time_s,
-                              "world_size": where.world_size}, checkpoint)  # fmt: skip
-
-    for epoch in range(start_epoch, cfg.epochs):
-        loader.set_epoch(epoch)
-        net.train()
-        t0, timed_images = time.perf_counter(), 0
-        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
-        seen = torch.zeros((), dtype=torch.long, device=device)  # images, or labelled pixels
-        aux_sums: dict[str, Tensor] = {}
-        if partial is not None and skip_steps:  # the part of this epoch that ran before the interruption
-            loss_sum += partial["loss_sum"]
-            correct += partial["correct"]
-            seen += partial["seen"]
-            aux_sums = {k: v.to(device) for k, v in partial["aux_sums"].items()}
-        partial = None
-        first = 0
-        if skip_steps and hasattr(loader, "start_at"):  # a streamed loader starts at the batch directly
-            loader.start_at(skip_steps)
-            first = skip_steps
-        for i, (x, y) in enumerate(loader, start=first):
-            if i < skip_steps:  # resuming mid-epoch: the in-memory loader replays its order; skip what ran
-                continue
-            step = epoch * len(loader) + i
-            if cfg.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                out = net(x)
-                logits = (
-                    out["out"] if isinstance(out, dict) else out
-                )  # {"out", "aux"}: a model with an aux head
-                loss = loss_fn(out, y)
-                if aux_losses is not None:
-                    for name, value in aux_losses(step / total_steps).items():
-                        loss = loss + value.float()
-                        aux_sums[name] = aux_sums.get(name, 0) + value.detach().float()
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step_correct, counted = _correct_and_counted(logits.detach(), y)
-            loss_sum += loss.detach() * counted  # the loss is a mean over the counted images or pixels
-            correct += step_correct
-            seen += counted
-            timed_images += len(y)
-            if (i + 1) % LOG_EVERY == 0 or i + 1 == len(loader):
-                totals = all_reduce_sum(torch.stack([loss_sum.float(), correct.float(), seen.float()]))
-                mean_loss = totals[0].item() / totals[2].item()  # the only device read-back, every LOG_EVERY
-                if not math.isfinite(mean_loss):
-                    bar.close()
-                    result.status = "failed"
-                    result.failure_reason = f"non-finite training loss at epoch {epoch + 1}, step {i + 1}"
-                    return result
-                rate = timed_images / (time.perf_counter() - t0)
-                bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{mean_loss:.3f}",
-                                acc=f"{100 * totals[1].item() / totals[2].item():.1f}", img_s=f"{rate:.0f}")  # fmt: skip
-                bar.update(LOG_EVERY if (i + 1) % LOG_EVERY == 0 else (i + 1) % LOG_EVERY)
-            every = cfg.checkpoint_every_steps
-            if every and (step + 1) % every == 0 and i + 1 < len(loader):
-                result.train_time_s += time.perf_counter() - t0
-                t0, timed_images = time.perf_counter(), 0
-                save(epoch, i + 1, {"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen.cpu(),
-                                    "aux_sums": {k: v.cpu() for k, v in aux_sums.items()}})  # fmt: skip
-        skip_steps = 0
-        result.train_time_s += time.perf_counter() - t0
-        n_steps = len(loader)
-        names = sorted(aux_sums)
-        totals = all_reduce_sum(torch.stack([loss_sum.float(), correct.float(), seen.float(),
-                                             *[torch.as_tensor(aux_sums[k], device=device).float() for k in names]]))  # fmt: skip
-        totals = totals.tolist()
-        result.history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": totals[0] / totals[2],
-                "train_top1_pct": 100 * totals[1] / totals[2],
-            }
-            | {f"aux_{k}": v / where.world_size / n_steps for k, v in zip(names, totals[3:], strict=True)}
-        )
-        save(epoch + 1, 0, None)
+    loader = data.train_loader(cfg, seed, device, where.rank, where.world_size)
+    run = set_up(model, cfg, task, device, where, checkpoint, steps_per_epoch=len(loader))
+    result = TrainResult(status="measured", runtime=run.runtime)
+    start = resume_from(checkpoint if resume else None, run, result)
+    bar = tqdm(total=cfg.epochs * len(loader), initial=start.epoch * len(loader) + start.step, desc=desc,
+               disable=not progress or not where.is_main, leave=False, mininterval=1.0, dynamic_ncols=True)  # fmt: skip
+    for epoch in range(start.epoch, cfg.epochs):
+        first, partial = (start.step, start.partial) if epoch == start.epoch else (0, None)
+        try:
+            sums = train_one_epoch(run, loader, epoch, first, partial, result, bar)
+        except NonFiniteLoss as e:
+            bar.close()
+            result.status, result.failure_reason = "failed", str(e)
+            return result
+        result.history.append(sums.summary(epoch, len(loader), where.world_size))
+        save(run, result, epoch + 1, 0, None)
     bar.close()
     result.epochs_run = cfg.epochs
     images = cfg.epochs * len(loader) * cfg.batch_size
@@ -338,46 +397,51 @@ def train(
     return result
 
 
-def _save_checkpoint(state: dict, path: Path) -> None:  # a seam: the tests interrupt a run here
-    _save_atomic(state, path)
-
-
-def _correct_and_counted(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor | int]:
-    """Correct predictions and how many were counted: images (classification) or labelled pixels
-    (segmentation, a device tensor: no read-back in the training loop)."""
-    hits = logits.argmax(1) == y
-    if y.dim() == 1:
-        return hits.sum(), len(y)
-    labelled = y != IGNORE_INDEX
-    return (hits & labelled).sum(), labelled.sum()  # a mask, not indexing: no sync on a GPU
+def train_one_epoch(run: Run, loader, epoch: int, first: int, partial: dict | None, result: TrainResult,
+                    bar: tqdm) -> EpochSums:  # fmt: skip
+    """One pass over `loader` from batch `first` (resuming mid-epoch; `partial`: this rank's sums of the
+    batches before it), with a checkpoint every `checkpoint_every_steps`; returns this rank's sums."""
+    cfg, steps = run.cfg, len(loader)
+    loader.set_epoch(epoch)
+    loader.start_at(first)
+    run.net.train()
+    sums, clock = EpochSums.starting(run.device, partial), Clock()
+    for i, (x, y) in enumerate(loader, start=first):
+        step = epoch * steps + i
+        if cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with run.autocast():
+            out = run.net(x)
+            loss = run.loss_fn(out, y)
+            for name, value in run.aux_losses(step / (cfg.epochs * steps)).items():
+                loss = loss + value.float()
+                sums.add_aux(name, value)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        sums.add(loss, *run.scored(_main_output(out).detach(), y))
+        clock.images += len(y)
+        if (i + 1) % LOG_EVERY == 0 or i + 1 == steps:
+            log_progress(bar, sums, clock, epoch, cfg.epochs, done=i + 1)
+        if cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0 and i + 1 < steps:
+            result.train_time_s += clock.lap()
+            save(run, result, epoch, i + 1, sums)
+    result.train_time_s += clock.lap()
+    return sums
 
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, data: ImageDataset, batch_size: int = 500, device: str = "cpu"
+    model: nn.Module, data, batch_size: int = 500, device: str = "cpu", task: Task = CLASSIFICATION
 ) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (percent) and mean cross-entropy on the evaluation split.
+    """The task's metrics on the evaluation split: top-1 / top-5 accuracy (percent) and mean cross-entropy
+    for classification; mIoU, pixel accuracy and mean pixel loss for segmentation.
 
     In a process group each rank evaluates every world_size-th image and the sums are reduced, so every
     rank returns the metrics of the whole evaluation set.
     """
     where = world()
-    if not isinstance(data, ImageDataset):
-        loader = data.eval_loader(batch_size, device, where.rank, where.world_size)
-    else:
-        mean, std = data.mean_std
-        shard = slice(where.rank, None, where.world_size)
-        loader = DeviceLoader(data.test_images[shard], data.test_labels[shard], batch_size, mean, std,
-                              device=device)  # fmt: skip
-    k = min(5, data.num_classes)
-    model.to(device).eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # top-1, top-5, loss, images
-    for x, y in loader:
-        logits = model(x.to(device, non_blocking=True)).float()
-        y = y.to(device, non_blocking=True)
-        hits = logits.topk(k, dim=1).indices == y[:, None]
-        sums += torch.stack([hits[:, 0].sum().double(), hits.any(1).sum().double(),
-                             F.cross_entropy(logits, y, reduction="sum").double(),
-                             torch.tensor(len(y), dtype=torch.float64, device=device)])  # fmt: skip
-    top1, top5, loss, n = all_reduce_sum(sums).tolist()
-    return {"top1_pct": 100 * top1 / n, "top5_pct": 100 * top5 / n, "eval_loss": loss / n}
+    loader = data.eval_loader(batch_size, device, where.rank, where.world_size)
+    return task.metrics(model, loader, data.num_classes, device)
