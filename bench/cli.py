@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """Console entry point. Timings need glibc's malloc thresholds set before the process starts
-    (DESIGN.md, latency): set them and start again, once."""
+    (see the README's "What the numbers mean"): set them and start again, once."""
     if not malloc_tuned() and os.name == "posix" and not os.environ.get("BENCH_NO_REEXEC"):
         env = {**os.environ, **{k: "1000000000" for k in MALLOC_ENV}, "BENCH_NO_REEXEC": "1"}
         os.execve(sys.executable, [sys.executable, "-m", "bench", *sys.argv[1:]], env)

@@ -1,7 +1,7 @@
 """The Batch-Shaping gated ResNet-50 in mmsegmentation's registry, for users who have mmsegmentation.
 
-mmsegmentation is not a dependency: its mmcv has no wheel for this torch (a patched 10-minute source
-build, `shared/reference/dependencies.md` §2). Where it is installed, a config takes the gated backbone
+mmsegmentation is not a dependency: its mmcv has no wheel for this torch (it needs a patched source
+build, about 10 to 25 minutes). Where it is installed, a config takes the gated backbone
 and the segmentor that adds the gates' losses by importing this module:
 
     custom_imports = dict(imports=["integrations.mmseg_registry"], allow_failed_imports=False)

@@ -1,7 +1,7 @@
 """The result record, written down once and used on every write and every read of the store.
 
 Field names carry their units (`top1_pct`, `median_ms`, `train_time_s`); MACs are multiply-accumulates
-of convolution and linear layers per sample (DESIGN.md). Bump SCHEMA_VERSION on any change and keep
+of convolution and linear layers per sample (README, "What the numbers mean"). Bump SCHEMA_VERSION on any change and keep
 reading the old versions (`READABLE_SCHEMA_VERSIONS`, `upgrade`).
 
 Versions:
