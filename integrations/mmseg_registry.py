@@ -33,8 +33,14 @@ SEGMENTOR = "GateLossEncoderDecoder"
 class GatedBackbone(nn.Module):
     """mmseg backbone: the dilated BAS ResNet-50, its stage outputs, and the curriculum position."""
 
-    def __init__(self, in_channels: int = 3, out_indices=(0, 1, 2, 3), total_iters: int = 80000,
-                 init_cfg=None, **gate_kwargs):  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_indices=(0, 1, 2, 3),
+        total_iters: int = 80000,
+        init_cfg=None,
+        **gate_kwargs,
+    ):
         super().__init__()
         self.net = dilated_bas_resnet50(in_channels, **gate_kwargs)
         self.net.fc = nn.Identity()

@@ -63,9 +63,15 @@ def test_rows_show_mean_std_over_seeds(tmp_path):
 
 def test_rows_are_ranked_on_the_numbers_not_on_their_rendering(tmp_path):
     store = ResultStore(tmp_path / "results")
-    store.append([make_record(0, top1=9.5, model="resnet110"),  # "9.50" sorts after "10.00" as text
-                  make_record(0, top1=50.001), make_record(0, top1=50.004, model="resnet56"),  # both "50.00"
-                  make_record(0, top1=10.0, model="resnet32"), make_record(1, top1=11.0, model="resnet32")])  # fmt: skip
+    store.append(
+        [
+            make_record(0, top1=9.5, model="resnet110"),  # "9.50" sorts after "10.00" as text
+            make_record(0, top1=50.001),
+            make_record(0, top1=50.004, model="resnet56"),  # both "50.00"
+            make_record(0, top1=10.0, model="resnet32"),
+            make_record(1, top1=11.0, model="resnet32"),
+        ]
+    )
     write_leaderboard(store, tmp_path / "lb", suite="tiny")
     text = (tmp_path / "lb" / "tiny.md").read_text()
     models = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| resnet")]
@@ -80,8 +86,16 @@ def test_a_distributed_or_mixed_precision_run_says_how_it_trained(tmp_path):
     store.append([make_record(0)])
     write_leaderboard(store, tmp_path / "lb", suite="tiny")
     assert "Training" not in _row((tmp_path / "lb" / "tiny.md").read_text(), "| Model")  # plain runs only
-    ddp = {**TRAINING, "world_size": 8, "batch_size_per_rank": 32, "global_batch_size": 256, "amp_dtype": "bfloat16",
-           "channels_last": True, "sync_bn": True, "backend": "nccl"}  # fmt: skip
+    ddp = {
+        **TRAINING,
+        "world_size": 8,
+        "batch_size_per_rank": 32,
+        "global_batch_size": 256,
+        "amp_dtype": "bfloat16",
+        "channels_last": True,
+        "sync_bn": True,
+        "backend": "nccl",
+    }
     store.append([make_record(1, training=ddp, config_hash="e" * 64)])
     write_leaderboard(store, tmp_path / "lb", suite="tiny")
     text = (tmp_path / "lb" / "tiny.md").read_text()
@@ -132,8 +146,12 @@ def test_every_built_in_suite_gets_a_page_and_the_index_lists_versions(tmp_path)
 
 def test_verified_records_badge_their_row_and_are_not_extra_seeds(tmp_path):
     store = ResultStore(tmp_path / "results")
-    store.append([make_record(0, top1=60.0, status="submitted", code_url="https://x.org/c", submitter="ann"),
-                  make_record(1, top1=62.0, status="submitted", code_url="https://x.org/c", submitter="ann")])  # fmt: skip
+    store.append(
+        [
+            make_record(0, top1=60.0, status="submitted", code_url="https://x.org/c", submitter="ann"),
+            make_record(1, top1=62.0, status="submitted", code_url="https://x.org/c", submitter="ann"),
+        ]
+    )
     first = store.read()[0]
     check = {"record_id": first.record_id, "submitted": 60.0, "measured": 60.5, "tolerance": 1.0}
     store.append([make_record(0, top1=60.5, status="verified", verification=check, submitter="lab")])

@@ -52,8 +52,15 @@ quote = "q"
 
 def test_every_paper_file_validates_and_each_paper_has_a_file():
     files = ResultStore(REPO / "results").paper_files()
-    assert {"he2016_resnet", "bejnordi2020_batchshaping", "shao2020_channel_equilibrium", "hu2018_senet",
-            "veit2018_convnet_aig", "chen2019_gaternet", "liu2018_decoupled"} <= set(files)  # fmt: skip
+    assert {
+        "he2016_resnet",
+        "bejnordi2020_batchshaping",
+        "shao2020_channel_equilibrium",
+        "hu2018_senet",
+        "veit2018_convnet_aig",
+        "chen2019_gaternet",
+        "liu2018_decoupled",
+    } <= set(files)
     assert all(f.arxiv for f in files.values())
 
 
@@ -78,8 +85,16 @@ def test_imagenet_references_match_the_layout_of_the_model_they_name(ref):
 
 
 def test_error_rates_become_accuracy_and_imagenet_needs_a_layout():
-    he = PaperReference(model="resnet20", dataset="cifar10", metric="top1_err_pct", value=8.75, table="T6",
-                        status="confirmed", source="s", quote="q")  # fmt: skip
+    he = PaperReference(
+        model="resnet20",
+        dataset="cifar10",
+        metric="top1_err_pct",
+        value=8.75,
+        table="T6",
+        status="confirmed",
+        source="s",
+        quote="q",
+    )
     assert (
         he.our_metric == "top1_pct"
         and he.our_value == pytest.approx(91.25)
@@ -88,23 +103,55 @@ def test_error_rates_become_accuracy_and_imagenet_needs_a_layout():
     top5 = he.model_copy(update={"metric": "top5_pct", "value": 93.0})
     assert top5.our_metric == "top5_pct" and top5.our_value == 93.0
     with pytest.raises(ValidationError, match="layout"):
-        PaperReference(model="resnet50", dataset="imagenet", metric="top1_pct", value=76.1, table="T",
-                       status="confirmed", source="s", quote="q")  # fmt: skip
+        PaperReference(
+            model="resnet50",
+            dataset="imagenet",
+            metric="top1_pct",
+            value=76.1,
+            table="T",
+            status="confirmed",
+            source="s",
+            quote="q",
+        )
     with pytest.raises(ValidationError, match="quote"):
-        PaperReference(model="resnet20", dataset="cifar10", metric="top1_pct", value=91.0, table="T",
-                       status="confirmed", source="s")  # fmt: skip
+        PaperReference(
+            model="resnet20",
+            dataset="cifar10",
+            metric="top1_pct",
+            value=91.0,
+            table="T",
+            status="confirmed",
+            source="s",
+        )
 
 
 def test_confirmed_numbers_are_shown_with_the_delta_and_unconfirmed_ones_are_not(tmp_path):
     store = ResultStore(tmp_path / "results")
     (tmp_path / "results" / "paper").mkdir(parents=True)
     (tmp_path / "results" / "paper" / "he.toml").write_text(HE)
-    store.append([make_record(0, suite="s", dataset="cifar10", top1=90.0),
-                  make_record(0, suite="s", dataset="cifar100", top1=60.0),
-                  make_record(0, suite="s", dataset="cifar10", model="se_resnet50", model_family="se_resnet",
-                              model_info={"layout": "v1.5"}),
-                  make_record(0, suite="s", dataset="cifar10", model="se_resnet50", model_family="se_resnet",
-                              model_info={"layout": "v1"}, config_hash="c" * 64)])  # fmt: skip
+    store.append(
+        [
+            make_record(0, suite="s", dataset="cifar10", top1=90.0),
+            make_record(0, suite="s", dataset="cifar100", top1=60.0),
+            make_record(
+                0,
+                suite="s",
+                dataset="cifar10",
+                model="se_resnet50",
+                model_family="se_resnet",
+                model_info={"layout": "v1.5"},
+            ),
+            make_record(
+                0,
+                suite="s",
+                dataset="cifar10",
+                model="se_resnet50",
+                model_family="se_resnet",
+                model_info={"layout": "v1"},
+                config_hash="c" * 64,
+            ),
+        ]
+    )
     write_leaderboard(store, tmp_path / "lb", suite="s")
     text = (tmp_path / "lb" / "s.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| resnet20") and "90.00" in line)

@@ -41,8 +41,21 @@ def test_force_gate_rate_closes_the_asked_share_of_channel_and_block_gates():
 
 
 def test_perf_gated_prints_ratios_and_writes_json(tmp_path, capsys):
-    args = ["perf", "gated", "bas_resnet20", "--shape", "1,12,12", "--min-run-time", "0.01", "--warmup", "1",
-            "--repeats", "1", "--out", str(tmp_path)]  # fmt: skip
+    args = [
+        "perf",
+        "gated",
+        "bas_resnet20",
+        "--shape",
+        "1,12,12",
+        "--min-run-time",
+        "0.01",
+        "--warmup",
+        "1",
+        "--repeats",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "MAC ratio" in out and "realised ÷ MAC" in out and "50% gates closed" in out
@@ -63,8 +76,23 @@ def test_perf_gated_refuses_an_ungated_model(capsys):
 
 def test_perf_train_prints_the_ratio(tmp_path, fashion_root, no_system_data, capsys):
     suite = write_suite(tmp_path)
-    args = ["perf", "train", "resnet20", "--suite", str(suite), "--data-root", str(fashion_root), "--steps", "2",
-            "--batch-size", "16", "--repeats", "2", "--out", str(tmp_path / "perf")]  # fmt: skip
+    args = [
+        "perf",
+        "train",
+        "resnet20",
+        "--suite",
+        str(suite),
+        "--data-root",
+        str(fashion_root),
+        "--steps",
+        "2",
+        "--batch-size",
+        "16",
+        "--repeats",
+        "2",
+        "--out",
+        str(tmp_path / "perf"),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "harness / bare" in out and "repeat 2/2" in out
@@ -75,8 +103,18 @@ def test_perf_train_prints_the_ratio(tmp_path, fashion_root, no_system_data, cap
 
 def test_perf_suite_splits_the_wall_time_by_stage(tmp_path, fashion_root, no_system_data, capsys):
     suite = write_suite(tmp_path, models=("resnet20", "bas_resnet20"))
-    args = ["perf", "suite", "--suite", str(suite), "--data-root", str(fashion_root), "--models", "bas_resnet20",
-            "--out", str(tmp_path / "perf")]  # fmt: skip
+    args = [
+        "perf",
+        "suite",
+        "--suite",
+        str(suite),
+        "--data-root",
+        str(fashion_root),
+        "--models",
+        "bas_resnet20",
+        "--out",
+        str(tmp_path / "perf"),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "suite tiny: 1 run(s)" in out and "training" in out and "bas_resnet20 · fashion_mnist" in out
@@ -112,14 +150,43 @@ def test_perf_markdown_renders_every_benchmark(tmp_path):
             }
         )
     )
-    (tmp_path / "gated-bas_resnet56-bs1.json").write_text(json.dumps({
-        "benchmark": "gated", "model": "bas_resnet56", "input_shape": [3, 32, 32], "batch_size": 1,
-        "closed_gate_fraction": 0.5, "mac_ratio": 1.9, "dense_ms": [4.0], "sparse_ms": [2.5],
-        "realised_ratio": 1.6, "realised_over_mac": 0.84, "dense_over_sparse_open": 1.1, "num_threads": 2, **ctx}))  # fmt: skip
+    (tmp_path / "gated-bas_resnet56-bs1.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "gated",
+                "model": "bas_resnet56",
+                "input_shape": [3, 32, 32],
+                "batch_size": 1,
+                "closed_gate_fraction": 0.5,
+                "mac_ratio": 1.9,
+                "dense_ms": [4.0],
+                "sparse_ms": [2.5],
+                "realised_ratio": 1.6,
+                "realised_over_mac": 0.84,
+                "dense_over_sparse_open": 1.1,
+                "num_threads": 2,
+                **ctx,
+            }
+        )
+    )
     md = perf_markdown(tmp_path)
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines() if line.startswith("| ")]
     assert ["resnet20", "64", "30", "2", "500", "510", "0.980"] in [r[:7] for r in rows]
-    gated = ["bas_resnet56", "3×32×32", "1", "50%", "1.90", "4.00", "2.50", "1.60", "0.84", "1.10", "–", "–", "2"]  # fmt: skip
+    gated = [
+        "bas_resnet56",
+        "3×32×32",
+        "1",
+        "50%",
+        "1.90",
+        "4.00",
+        "2.50",
+        "1.60",
+        "0.84",
+        "1.10",
+        "–",
+        "–",
+        "2",
+    ]
     assert gated in [r[:13] for r in rows]  # results written before the interleaved timing show "–" there
     assert "load 1.5" in md
     assert perf_markdown(tmp_path / "empty") == ""

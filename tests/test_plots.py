@@ -11,16 +11,25 @@ def _p(label, macs, top1, family="f", executed=False):
 
 
 def test_pareto_front_keeps_only_points_nothing_beats():
-    points = [_p("a", 40e6, 90.0), _p("b", 40e6, 91.0), _p("c", 25e6, 89.0), _p("d", 60e6, 90.5),
-              _p("e", 70e6, 92.0), _p("f", 70e6, 92.0)]  # fmt: skip
+    points = [
+        _p("a", 40e6, 90.0),
+        _p("b", 40e6, 91.0),
+        _p("c", 25e6, 89.0),
+        _p("d", 60e6, 90.5),
+        _p("e", 70e6, 92.0),
+        _p("f", 70e6, 92.0),
+    ]
     # a: b has more accuracy at the same MACs; d: b has more at fewer; f ties e (first by label stays)
     assert [p.label for p in pareto_front(points)] == ["c", "b", "e"]
     assert pareto_front([]) == []
 
 
 def test_png_is_deterministic_and_carries_no_software_version(tmp_path):
-    points = [_p("resnet20", 40.5e6, 90.1, "resnet_cifar"), _p("bas_resnet20", 25e6, 89.0, "batch_shaping", True),
-              Point("se_resnet20", "se_resnet", 40.6e6, False, 90.5, 0.3)]  # fmt: skip
+    points = [
+        _p("resnet20", 40.5e6, 90.1, "resnet_cifar"),
+        _p("bas_resnet20", 25e6, 89.0, "batch_shaping", True),
+        Point("se_resnet20", "se_resnet", 40.6e6, False, 90.5, 0.3),
+    ]
     a = plot_accuracy_macs(points, "t", tmp_path / "a.png").read_bytes()
     b = plot_accuracy_macs(list(reversed(points)), "t", tmp_path / "b.png").read_bytes()
     assert a == b and a.startswith(b"\x89PNG") and b"Software" not in a and b"atplotlib" not in a

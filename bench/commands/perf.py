@@ -201,8 +201,10 @@ def bench_train(
                     harness_loop.append(loop)
                 else:
                     bare.append(_bare_train(model, images, data.train_labels, cfg, seed))
-            log(f"  repeat {r + 1}/{repeats}: harness {harness[-1]:.0f} img/s, bare {bare[-1]:.0f} img/s, "
-                f"ratio {harness[-1] / bare[-1]:.3f}")  # fmt: skip
+            log(
+                f"  repeat {r + 1}/{repeats}: harness {harness[-1]:.0f} img/s, bare {bare[-1]:.0f} img/s, "
+                f"ratio {harness[-1] / bare[-1]:.3f}"
+            )
         n_threads = torch.get_num_threads()
     ratios = [h / b for h, b in zip(harness, bare, strict=True)]
     return {
@@ -344,19 +346,24 @@ def bench_gated(
             dense_ms.append(median_ms(model))
             sparse_ms.append(median_ms(model, model.forward_sparse))
             open_ms.append(median_ms(opened_model, opened_model.forward_sparse))
-            log(f"  repeat {r + 1}/{repeats}: dense {dense_ms[-1]:.3f} ms, sparse {sparse_ms[-1]:.3f} ms, "
-                f"sparse all open {open_ms[-1]:.3f} ms")  # fmt: skip
+            log(
+                f"  repeat {r + 1}/{repeats}: dense {dense_ms[-1]:.3f} ms, sparse {sparse_ms[-1]:.3f} ms, "
+                f"sparse all open {open_ms[-1]:.3f} ms"
+            )
         # the same three, interleaved call by call
         inter = interleaved_ms(
             {"dense": model, "sparse": model.forward_sparse, "sparse_all_open": opened_model.forward_sparse},
-            x, min_run_time_s * repeats,
-        )  # fmt: skip
+            x,
+            min_run_time_s * repeats,
+        )
         n_threads = torch.get_num_threads()
     for h in hooks:
         h.remove()
     mac_ratio = static / executed.mean().item()
-    log(f"  interleaved: dense {inter['dense']:.3f} ms, sparse {inter['sparse']:.3f} ms, "
-        f"sparse all open {inter['sparse_all_open']:.3f} ms")  # fmt: skip
+    log(
+        f"  interleaved: dense {inter['dense']:.3f} ms, sparse {inter['sparse']:.3f} ms, "
+        f"sparse all open {inter['sparse_all_open']:.3f} ms"
+    )
     realised = [d / s for d, s in zip(dense_ms, sparse_ms, strict=True)]
     return {
         "benchmark": "gated",
@@ -462,9 +469,16 @@ def bench_suite(
                 setattr(module, attr, timer.wrap(stage, originals[(module, attr)]))
             runner.train = train
             records = runner.run_suite(
-                suite, models=models, epochs=epochs, data_root=data_root, device="cpu", store=store,
-                work_dir=Path(work) / "runs", progress=False, on_record=on_record,
-            )  # fmt: skip
+                suite,
+                models=models,
+                epochs=epochs,
+                data_root=data_root,
+                device="cpu",
+                store=store,
+                work_dir=Path(work) / "runs",
+                progress=False,
+                on_record=on_record,
+            )
         finally:
             for (module, attr), fn in originals.items():
                 setattr(module, attr, fn)
@@ -477,17 +491,23 @@ def bench_suite(
         "training": seconds.get("training_incl_checkpoint", 0.0) - checkpoint,
         "evaluation": seconds.get("evaluation", 0.0),
         "measurement": seconds.get("measurement", 0.0),
-        "io": checkpoint + seconds.get("data_loading", 0.0) + seconds.get("store_io", 0.0)
+        "io": checkpoint
+        + seconds.get("data_loading", 0.0)
+        + seconds.get("store_io", 0.0)
         + seconds.get("leaderboard_io", 0.0),
         "build_check": seconds.get("build_check", 0.0),
-    }  # fmt: skip
+    }
     stages["other"] = wall - sum(stages.values())
     per_run = {
-        run: {"training": s.get("training_incl_checkpoint", 0.0) - s.get("checkpoint_io", 0.0),
-              "evaluation": s.get("evaluation", 0.0), "measurement": s.get("measurement", 0.0),
-              "checkpoint_io": s.get("checkpoint_io", 0.0)}
-        for run, s in timer.per_run.items() if run
-    }  # fmt: skip
+        run: {
+            "training": s.get("training_incl_checkpoint", 0.0) - s.get("checkpoint_io", 0.0),
+            "evaluation": s.get("evaluation", 0.0),
+            "measurement": s.get("measurement", 0.0),
+            "checkpoint_io": s.get("checkpoint_io", 0.0),
+        }
+        for run, s in timer.per_run.items()
+        if run
+    }
     return {
         "benchmark": "suite",
         "suite": suite.name,
@@ -565,31 +585,57 @@ def add_parser(sub) -> None:
 
 def cmd_perf(args: argparse.Namespace) -> None:
     kind = args.perf_command
-    print(f"bench perf {kind}: {torch.get_num_threads() if not args.threads else args.threads} thread(s), "
-          f"malloc tuned: {malloc_tuned()}, load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+    print(
+        f"bench perf {kind}: {torch.get_num_threads() if not args.threads else args.threads} thread(s), "
+        f"malloc tuned: {malloc_tuned()}, load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     if kind == "train":
-        r = bench_train(args.model, suite=args.suite, dataset=args.dataset, data_root=args.data_root,
-                        steps=args.steps, batch_size=args.batch_size, repeats=args.repeats, threads=args.threads,
-                        amp=args.amp, channels_last=args.channels_last)  # fmt: skip
-        print(f"{r['model']}: harness {r['harness_median']:.0f} img/s, bare {r['bare_median']:.0f} img/s, "
-              f"harness / bare {r['ratio_median']:.3f}")  # fmt: skip
+        r = bench_train(
+            args.model,
+            suite=args.suite,
+            dataset=args.dataset,
+            data_root=args.data_root,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            repeats=args.repeats,
+            threads=args.threads,
+            amp=args.amp,
+            channels_last=args.channels_last,
+        )
+        print(
+            f"{r['model']}: harness {r['harness_median']:.0f} img/s, bare {r['bare_median']:.0f} img/s, "
+            f"harness / bare {r['ratio_median']:.3f}"
+        )
         name = r["model"] + "".join(f"-{k}" for k in ("amp", "channels_last") if getattr(args, k))
     elif kind == "gated":
-        r = bench_gated(args.model, input_shape=args.shape, num_classes=args.num_classes,
-                        sparsity=None if args.natural else args.sparsity, batch_size=args.batch_size,
-                        min_run_time_s=args.min_run_time, warmup=args.warmup, repeats=args.repeats,
-                        threads=args.threads)  # fmt: skip
-        print(f"{r['model']} @ batch {r['batch_size']}, {100 * r['closed_gate_fraction']:.0f}% gates closed: "
-              f"MAC ratio {r['mac_ratio']:.2f}, realised {r['realised_ratio']:.2f}, "
-              f"realised ÷ MAC {r['realised_over_mac']:.2f} (dense / sparse all open "
-              f"{r['dense_over_sparse_open']:.2f}; max |sparse − dense| {r['max_abs_diff_sparse_vs_dense']:.1e})")  # fmt: skip
-        print(f"  interleaved timing: realised {r['realised_ratio_interleaved']:.2f}, realised ÷ MAC "
-              f"{r['realised_over_mac_interleaved']:.2f}, sparse all open / sparse "
-              f"{r['sparse_open_over_sparse_interleaved']:.2f} (sparsity alone)")  # fmt: skip
+        r = bench_gated(
+            args.model,
+            input_shape=args.shape,
+            num_classes=args.num_classes,
+            sparsity=None if args.natural else args.sparsity,
+            batch_size=args.batch_size,
+            min_run_time_s=args.min_run_time,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            threads=args.threads,
+        )
+        print(
+            f"{r['model']} @ batch {r['batch_size']}, {100 * r['closed_gate_fraction']:.0f}% gates closed: "
+            f"MAC ratio {r['mac_ratio']:.2f}, realised {r['realised_ratio']:.2f}, "
+            f"realised ÷ MAC {r['realised_over_mac']:.2f} (dense / sparse all open "
+            f"{r['dense_over_sparse_open']:.2f}; max |sparse − dense| {r['max_abs_diff_sparse_vs_dense']:.1e})"
+        )
+        print(
+            f"  interleaved timing: realised {r['realised_ratio_interleaved']:.2f}, realised ÷ MAC "
+            f"{r['realised_over_mac_interleaved']:.2f}, sparse all open / sparse "
+            f"{r['sparse_open_over_sparse_interleaved']:.2f} (sparsity alone)"
+        )
         name = f"{r['model']}-bs{r['batch_size']}"
     else:
-        r = bench_suite(args.suite, models=args.models, epochs=args.epochs, data_root=args.data_root,
-                        threads=args.threads)  # fmt: skip
+        r = bench_suite(
+            args.suite, models=args.models, epochs=args.epochs, data_root=args.data_root, threads=args.threads
+        )
         shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["shares"].items())
         print(f"suite {r['suite']}: {r['runs']} run(s) in {r['wall_s']:.1f} s — {shares}")
         name = r["suite"] if not args.models else f"{r['suite']}-{len(r['models'])}models"

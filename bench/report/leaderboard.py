@@ -47,11 +47,21 @@ class Columns:
 
 
 COLUMNS = {  # the metrics are the schema's pair of each task
-    "classification": Columns(*TASK_METRICS["classification"], header="Top-1 (%)", second_header="Top-5 (%)",
-                              paper_header="Paper top-1 (%)", axis="top-1 accuracy (%)"),
-    "segmentation": Columns(*TASK_METRICS["segmentation"], header="mIoU (%)", second_header="Pixel acc. (%)",
-                            paper_header="Paper mIoU (%)", axis="mIoU (%)"),
-}  # fmt: skip
+    "classification": Columns(
+        *TASK_METRICS["classification"],
+        header="Top-1 (%)",
+        second_header="Top-5 (%)",
+        paper_header="Paper top-1 (%)",
+        axis="top-1 accuracy (%)",
+    ),
+    "segmentation": Columns(
+        *TASK_METRICS["segmentation"],
+        header="mIoU (%)",
+        second_header="Pixel acc. (%)",
+        paper_header="Paper mIoU (%)",
+        axis="mIoU (%)",
+    ),
+}
 
 
 def columns_of(dataset: str) -> Columns:
@@ -98,8 +108,12 @@ def _training(record: Record) -> str | None:
     t = record.training
     if t is None:
         return None
-    facts = [f"{t.world_size} × {t.batch_size_per_rank}", t.amp_dtype or "",
-             "channels_last" if t.channels_last else "", "SyncBN" if t.sync_bn else ""]  # fmt: skip
+    facts = [
+        f"{t.world_size} × {t.batch_size_per_rank}",
+        t.amp_dtype or "",
+        "channels_last" if t.channels_last else "",
+        "SyncBN" if t.sync_bn else "",
+    ]
     return ", ".join(f for f in facts if f)
 
 
@@ -147,8 +161,9 @@ class References:
         self.refs = refs
         self.used: list[tuple[str, PaperReference]] = []
 
-    def matching(self, dataset: str, metric: str, model: str, model_args: dict,
-                 model_info: dict | None) -> list[tuple[int, PaperReference]]:  # fmt: skip
+    def matching(
+        self, dataset: str, metric: str, model: str, model_args: dict, model_info: dict | None
+    ) -> list[tuple[int, PaperReference]]:
         out = []
         for paper, ref in self.refs:
             if (
@@ -166,8 +181,10 @@ def _reference_line(number: int, paper: str, ref: PaperReference) -> str:
     shown = f"{METRIC_LABELS[ref.our_metric]} {ref.our_value:.2f}%"
     facts = [f"layout {ref.layout}" if ref.layout else "", ref.protocol, ref.note]
     extra = "".join(f"; {f}" for f in facts if f)
-    return (f"{number}. {paper}, {ref.table}: `{ref.model}` on {ref.dataset}, {ref.stated()} "
-            f"(shown as {shown}){extra}. Source: {ref.source}: “{ref.quote.strip()}”")  # fmt: skip
+    return (
+        f"{number}. {paper}, {ref.table}: `{ref.model}` on {ref.dataset}, {ref.stated()} "
+        f"(shown as {shown}){extra}. Source: {ref.source}: “{ref.quote.strip()}”"
+    )
 
 
 def _paper_cells(refs: list[tuple[int, PaperReference]], ours: list[float] | None, cols: Columns) -> dict:
@@ -258,8 +275,9 @@ class DatasetTable:
     points: list[Point]
 
 
-def dataset_table(dataset: str, records: list[Record], declared: list[str], declared_args: dict[str, dict],
-                  refs: References) -> DatasetTable:  # fmt: skip
+def dataset_table(
+    dataset: str, records: list[Record], declared: list[str], declared_args: dict[str, dict], refs: References
+) -> DatasetTable:
     groups = group_records(records, dataset)
     metric = columns_of(dataset).metric
     configs = Counter(model for model, _ in {(g.model, g.config_hash) for g in groups})
@@ -273,8 +291,16 @@ def dataset_table(dataset: str, records: list[Record], declared: list[str], decl
             label += f" (submitted by {g.origin})"
         rows.append(_row(label, g, refs, dataset, training))
         executed, ours = g.executed_macs, g.values(metric)
-        points.append(Point(label, g.records[0].model_family, g.records[0].metrics.static_macs if executed is None else executed,
-                            executed is not None, mean(ours), stdev(ours) if len(ours) > 1 else 0.0))  # fmt: skip
+        points.append(
+            Point(
+                label,
+                g.records[0].model_family,
+                g.records[0].metrics.static_macs if executed is None else executed,
+                executed is not None,
+                mean(ours),
+                stdev(ours) if len(ours) > 1 else 0.0,
+            )
+        )
     run = {g.model for g in groups if g.origin == "measured"}  # a submission is not our run
     rows += [_not_run_row(m, declared_args.get(m, {}), refs, dataset) for m in declared if m not in run]
     return DatasetTable(dataset, rows, points)
@@ -306,8 +332,9 @@ def plot_name(suite: str, dataset: str) -> str:
     return f"{suite}-{dataset}.png"
 
 
-def suite_markdown(suite: str, records: list[Record], version: int, digest: str, declared: Suite | None,
-                   refs: References) -> tuple[str, list[DatasetTable]]:  # fmt: skip
+def suite_markdown(
+    suite: str, records: list[Record], version: int, digest: str, declared: Suite | None, refs: References
+) -> tuple[str, list[DatasetTable]]:
     """The page of one suite and its tables (whose points the figures are drawn from)."""
     models, model_args, datasets = (
         (declared.models, declared.model_args, declared.datasets) if declared else ([], {}, [])
@@ -334,10 +361,13 @@ def suite_markdown(suite: str, records: list[Record], version: int, digest: str,
     shown = sorted(set(datasets) | {r.dataset for r in records})
     segmentation = [d for d in shown if columns_of(d).metric == "miou_pct"]
     if segmentation:
-        lines += ["", f"On {', '.join(segmentation)} (semantic segmentation) mIoU takes top-1's place: the mean over "
-                  "classes of intersection over union, pixels labelled 255 ignored, evaluated on whole images at "
-                  "full resolution, single scale; pixel accuracy takes top-5's place. MACs and latency are per "
-                  "image at the size the table's model was measured at (see the model notes)."]  # fmt: skip
+        lines += [
+            "",
+            f"On {', '.join(segmentation)} (semantic segmentation) mIoU takes top-1's place: the mean over "
+            "classes of intersection over union, pixels labelled 255 ignored, evaluated on whole images at "
+            "full resolution, single scale; pixel accuracy takes top-5's place. MACs and latency are per "
+            "image at the size the table's model was measured at (see the model notes).",
+        ]
     tables = []
     for dataset in shown:
         table = dataset_table(dataset, records, models, model_args, refs)
@@ -350,8 +380,14 @@ def suite_markdown(suite: str, records: list[Record], version: int, digest: str,
                 f"![{cols.header.removesuffix(' (%)')} against MACs on {dataset}]({plot_name(suite, dataset)})",
             ]
     if refs.used:
-        lines += ["", "## Paper-reported references", "", "Numbers as the papers (or their authors' "
-                  "releases) state them; only numbers confirmed by a quote are shown.", ""]  # fmt: skip
+        lines += [
+            "",
+            "## Paper-reported references",
+            "",
+            "Numbers as the papers (or their authors' "
+            "releases) state them; only numbers confirmed by a quote are shown.",
+            "",
+        ]
         lines += [_reference_line(i + 1, paper, ref) for i, (paper, ref) in enumerate(refs.used)]
     lines += _notes(records)
     return "\n".join(lines) + "\n", tables
@@ -368,12 +404,17 @@ def _notes(records: list[Record]) -> list[str]:
         lines += ["", "## Submissions", ""]
         for r in submitted:
             v = verifier.get(r.record_id)
-            check = (f"verified by `{v.record_id}` (re-run {v.verification.measured:.2f}%, Δ "
-                     f"{v.verification.delta:+.2f}, tolerance {v.verification.tolerance:.2f})"
-                     if v else "not verified")  # fmt: skip
-            lines.append(f"- `{r.record_id}` · `{r.model}` · {r.dataset} · seed {r.seed} · "
-                         f"{METRIC_LABELS[r.metrics.quality_metric]} {r.metrics.quality:.2f}% · by {r.submitter} · [code]({r.code_url}) · store version "
-                         f"{r.store_version} · {check}")  # fmt: skip
+            check = (
+                f"verified by `{v.record_id}` (re-run {v.verification.measured:.2f}%, Δ "
+                f"{v.verification.delta:+.2f}, tolerance {v.verification.tolerance:.2f})"
+                if v
+                else "not verified"
+            )
+            lines.append(
+                f"- `{r.record_id}` · `{r.model}` · {r.dataset} · seed {r.seed} · "
+                f"{METRIC_LABELS[r.metrics.quality_metric]} {r.metrics.quality:.2f}% · by {r.submitter} · [code]({r.code_url}) · store version "
+                f"{r.store_version} · {check}"
+            )
     verified = sorted(
         (r for r in records if r.status == "verified"), key=lambda r: (r.store_version, r.record_id)
     )
@@ -387,24 +428,41 @@ def _notes(records: list[Record]) -> list[str]:
         ]
         for r in verified:
             v = r.verification
-            lines.append(f"- `{r.record_id}` verifies `{v.record_id}` (`{r.model}` · {r.dataset} · seed {r.seed}): "
-                         f"{v.metric} {v.submitted:.2f} stated, {v.measured:.2f} re-run (Δ {v.delta:+.2f}, "
-                         f"tolerance {v.tolerance:.2f}) on {_device(r)}, by {r.submitter}")  # fmt: skip
+            lines.append(
+                f"- `{r.record_id}` verifies `{v.record_id}` (`{r.model}` · {r.dataset} · seed {r.seed}): "
+                f"{v.metric} {v.submitted:.2f} stated, {v.measured:.2f} re-run (Δ {v.delta:+.2f}, "
+                f"tolerance {v.tolerance:.2f}) on {_device(r)}, by {r.submitter}"
+            )
     notes = {}
     for r in runs:
         if r.model_info:
             notes.setdefault(r.model, r.model_info)
     if notes:
-        lines += ["", "## Model notes", "", "What each model's builder recorded about itself (layouts, widths, "
-                  "defaults the paper does not confirm):", ""]  # fmt: skip
+        lines += [
+            "",
+            "## Model notes",
+            "",
+            "What each model's builder recorded about itself (layouts, widths, "
+            "defaults the paper does not confirm):",
+            "",
+        ]
         lines += [f"- `{m}`: `{json.dumps(info, sort_keys=True)}`" for m, info in sorted(notes.items())]
     gated = [r for r in runs if r.gates]
     if gated:
-        lines += ["", "## Gate figures", "", "Per gated unit, gates always on / always off / input-dependent over "
-                  "the evaluation set, and the distribution of open gates per image:", ""]  # fmt: skip
-        lines += [f"- [{r.model} · {r.dataset} · seed {r.seed}]({gate_figure(r)}): {r.gates['always_on']} always on, "
-                  f"{r.gates['always_off']} always off, {r.gates['input_dependent']} input-dependent of "
-                  f"{r.gates['gates']} gates" for r in gated]  # fmt: skip
+        lines += [
+            "",
+            "## Gate figures",
+            "",
+            "Per gated unit, gates always on / always off / input-dependent over "
+            "the evaluation set, and the distribution of open gates per image:",
+            "",
+        ]
+        lines += [
+            f"- [{r.model} · {r.dataset} · seed {r.seed}]({gate_figure(r)}): {r.gates['always_on']} always on, "
+            f"{r.gates['always_off']} always off, {r.gates['input_dependent']} input-dependent of "
+            f"{r.gates['gates']} gates"
+            for r in gated
+        ]
     failed = [r for r in records if r.status == "failed"]
     if failed:
         lines += ["", "## Failed runs", ""]
@@ -429,16 +487,20 @@ def index_markdown(suites: dict[str, Suite | None], records: list[Record], versi
         datasets = sorted(set(declared.datasets if declared else []) | {r.dataset for r in recs})
         status = Counter(r.status for r in recs)
         run = len({r.model for r in recs if r.status == "measured"})
-        rows.append({
-            "Suite": f"[{suite}]({suite}.md)",
-            "Suite version": declared.version if declared else max((r.suite_version for r in recs), default=None),
-            "Datasets": ", ".join(datasets),
-            "Models we ran": f"{run} of {len(declared.models)}" if declared else run,
-            "Records": len(recs),
-            "Submitted": status["submitted"],
-            "Verified": status["verified"],
-            "Newest record": max((r.created_at for r in recs), default=None),
-        })  # fmt: skip
+        rows.append(
+            {
+                "Suite": f"[{suite}]({suite}.md)",
+                "Suite version": declared.version
+                if declared
+                else max((r.suite_version for r in recs), default=None),
+                "Datasets": ", ".join(datasets),
+                "Models we ran": f"{run} of {len(declared.models)}" if declared else run,
+                "Records": len(recs),
+                "Submitted": status["submitted"],
+                "Verified": status["verified"],
+                "Newest record": max((r.created_at for r in recs), default=None),
+            }
+        )
     lines += [
         markdown_table(rows, compact=True),
         "",
@@ -515,8 +577,9 @@ def _declared(suite: str) -> Suite | None:
         return None
 
 
-def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", suite: str | None = None,
-                      at: int | None = None) -> list[Path]:  # fmt: skip
+def write_leaderboard(
+    store: ResultStore, out_dir: str | Path = "leaderboard", suite: str | None = None, at: int | None = None
+) -> list[Path]:
     """Regenerate `<out_dir>/<suite>.md` and its figures (every suite by default), the index `README.md`
     and `paper.md`; returns the paths written."""
     lines = store.lines()  # the store is read and validated once
@@ -527,8 +590,10 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
     records = [line.record for line in lines]
     stored_suites = {r.suite for r in records}
     if suite is not None and suite not in stored_suites and suite not in list_suites():
-        raise ValueError(f"no records of suite {suite!r} in {store.runs} and no built-in suite of that name; "
-                         f"built-in suites: {', '.join(list_suites())}")  # fmt: skip
+        raise ValueError(
+            f"no records of suite {suite!r} in {store.runs} and no built-in suite of that name; "
+            f"built-in suites: {', '.join(list_suites())}"
+        )
     references = store.paper_references(confirmed_only=False)
     confirmed = [pr for pr in references if pr[1].status == "confirmed"]
     version = max((r.store_version for r in records), default=0)
@@ -544,8 +609,9 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
             if table.points:
                 cols = columns_of(table.dataset)
                 title = f"{name} · {table.dataset}: {METRIC_LABELS[cols.metric]} against MACs"
-                written.append(plot_accuracy_macs(table.points, title, out / plot_name(name, table.dataset),
-                                                  cols.axis))  # fmt: skip
+                written.append(
+                    plot_accuracy_macs(table.points, title, out / plot_name(name, table.dataset), cols.axis)
+                )
         path = out / f"{name}.md"
         write_text_atomic(path, text)
         written.append(path)
@@ -559,8 +625,11 @@ def write_leaderboard(store: ResultStore, out_dir: str | Path = "leaderboard", s
     perf = perf_markdown(store.root)
     if perf:
         written.append(out / "perf.md")
-        write_text_atomic(out / "perf.md", "# ChannelBench performance\n\nGenerated from `results/perf/` by "
-                      "`bench leaderboard`; re-measure with `bench perf train|gated|suite`.\n\n" + perf)  # fmt: skip
+        write_text_atomic(
+            out / "perf.md",
+            "# ChannelBench performance\n\nGenerated from `results/perf/` by "
+            "`bench leaderboard`; re-measure with `bench perf train|gated|suite`.\n\n" + perf,
+        )
     index = out / "README.md"
     write_text_atomic(index, index_markdown(suites, records, version, digest_of(lines)))
     return written + [paper, index]

@@ -52,9 +52,17 @@ def _train_rows(results: list[dict]) -> list[dict]:
 
 GATED_FORMATS = {"closed gates": "{:.0f}%"} | {
     column: "{:.2f}"
-    for column in ("MAC ratio", "dense ms", "sparse ms", "realised", "realised ÷ MAC", "folding",
-                   "realised ÷ MAC, interleaved", "sparsity alone, interleaved")
-}  # fmt: skip
+    for column in (
+        "MAC ratio",
+        "dense ms",
+        "sparse ms",
+        "realised",
+        "realised ÷ MAC",
+        "folding",
+        "realised ÷ MAC, interleaved",
+        "sparsity alone, interleaved",
+    )
+}
 
 
 def _gated_rows(results: list[dict]) -> list[dict]:
@@ -79,8 +87,14 @@ def _gated_rows(results: list[dict]) -> list[dict]:
     ]
 
 
-SUITE_FORMATS = {"wall s": "{:.0f}", "training": "{:.0f}%", "evaluation": "{:.0f}%",
-                 "measurement": "{:.0f}%", "I/O": "{:.1f}%", "other": "{:.1f}%"}  # fmt: skip
+SUITE_FORMATS = {
+    "wall s": "{:.0f}",
+    "training": "{:.0f}%",
+    "evaluation": "{:.0f}%",
+    "measurement": "{:.0f}%",
+    "I/O": "{:.1f}%",
+    "other": "{:.1f}%",
+}
 
 
 def _suite_rows(results: list[dict]) -> list[dict]:
@@ -107,20 +121,36 @@ def perf_markdown(results_dir: str | Path) -> str:
     if not results:
         return ""
     lines = ["## Performance of the harness", ""]
-    lines.append("Measured on a shared CPU; each ratio comes from one process, its repeats alternated. "
-                 "Load is the 1-minute load average when the benchmark finished.")  # fmt: skip
+    lines.append(
+        "Measured on a shared CPU; each ratio comes from one process, its repeats alternated. "
+        "Load is the 1-minute load average when the benchmark finished."
+    )
     of = {kind: [r for r in results if r.get("benchmark") == kind] for kind in ("train", "gated", "suite")}
     if of["train"]:
-        lines += ["", "### Training throughput: harness loop vs bare PyTorch loop (`bench perf train`)", "",
-                  markdown_table(_train_rows(of["train"]), TRAIN_FORMATS)]  # fmt: skip
+        lines += [
+            "",
+            "### Training throughput: harness loop vs bare PyTorch loop (`bench perf train`)",
+            "",
+            markdown_table(_train_rows(of["train"]), TRAIN_FORMATS),
+        ]
     if of["gated"]:
-        lines += ["", "### Sparse inference of gated models (`bench perf gated`)", "",
-                  "MAC ratio = static / executed MACs; realised = masked dense latency / sparse latency; "
-                  "folding = dense / sparse path with every gate open (what BatchNorm folding alone buys).", "",
-                  "Interleaved: the same three timed call by call in turn (steadier on a shared CPU); "
-                  "sparsity alone = sparse with every gate open / sparse at the given sparsity.", "",
-                  markdown_table(_gated_rows(of["gated"]), GATED_FORMATS)]  # fmt: skip
+        lines += [
+            "",
+            "### Sparse inference of gated models (`bench perf gated`)",
+            "",
+            "MAC ratio = static / executed MACs; realised = masked dense latency / sparse latency; "
+            "folding = dense / sparse path with every gate open (what BatchNorm folding alone buys).",
+            "",
+            "Interleaved: the same three timed call by call in turn (steadier on a shared CPU); "
+            "sparsity alone = sparse with every gate open / sparse at the given sparsity.",
+            "",
+            markdown_table(_gated_rows(of["gated"]), GATED_FORMATS),
+        ]
     if of["suite"]:
-        lines += ["", "### Suite wall time by stage (`bench perf suite`)", "",
-                  markdown_table(_suite_rows(of["suite"]), SUITE_FORMATS)]  # fmt: skip
+        lines += [
+            "",
+            "### Suite wall time by stage (`bench perf suite`)",
+            "",
+            markdown_table(_suite_rows(of["suite"]), SUITE_FORMATS),
+        ]
     return "\n".join(lines) + "\n"

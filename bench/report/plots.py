@@ -55,16 +55,31 @@ def plot_accuracy_macs(
         marker, colour = style[family]
         mine = sorted((p for p in points if p.family == family), key=lambda p: (p.macs, p.label))
         for p in mine:
-            ax.errorbar(p.macs / 1e6, p.quality, yerr=p.quality_std or None, fmt=marker, color=colour,
-                        markerfacecolor="none" if p.executed else colour, markersize=7, capsize=2)  # fmt: skip
+            ax.errorbar(
+                p.macs / 1e6,
+                p.quality,
+                yerr=p.quality_std or None,
+                fmt=marker,
+                color=colour,
+                markerfacecolor="none" if p.executed else colour,
+                markersize=7,
+                capsize=2,
+            )
             ax.annotate(
                 p.label, (p.macs / 1e6, p.quality), textcoords="offset points", xytext=(5, 4), fontsize=6
             )
         ax.plot([], [], marker, color=colour, label=family)
     front = pareto_front(points)
     if len(front) > 1:
-        ax.step([p.macs / 1e6 for p in front], [p.quality for p in front], where="post", color="#444444",
-                linewidth=1, linestyle="--", label="Pareto front")  # fmt: skip
+        ax.step(
+            [p.macs / 1e6 for p in front],
+            [p.quality for p in front],
+            where="post",
+            color="#444444",
+            linewidth=1,
+            linestyle="--",
+            label="Pareto front",
+        )
     if any(p.executed for p in points):
         ax.plot([], [], "o", color="#444444", markerfacecolor="none", label="executed MACs (gated)")
     ax.set_xlabel("MACs per image (millions; executed MACs for gated models)")
