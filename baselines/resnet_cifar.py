@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from baselines.skeleton import ResNetSkeleton
 from baselines.slots import GateSlot, apply_mask, fold_projection
 from bench import sparse
 from bench.registry import register_model
@@ -227,36 +228,13 @@ def init_weights(model: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
-class _Network(nn.Module):
-    """What both CIFAR networks share: stages `layer1..3`, `forward = head(stages(stem(x)))`."""
-
-    def stages(self) -> list[nn.Sequential]:
-        return [self.layer1, self.layer2, self.layer3]
-
-    def forward_stages(self, x: Tensor) -> Tensor:
-        for stage in self.stages():
-            x = stage(x)
-        return x
-
-    def stage_outputs(self, x: Tensor) -> list[Tensor]:
-        """The output of every stage, after the stem."""
-        outs = []
-        x = self.forward_stem(x)
-        for stage in self.stages():
-            x = stage(x)
-            outs.append(x)
-        return outs
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_stages(self.forward_stem(x)))
-
-
-class CifarResNet(_Network):
+class CifarResNet(ResNetSkeleton):
     """Stem (conv-BN-ReLU, `stem_attn` after the BN), three stages of `depth_per_stage` blocks at widths
     `widths`, pooling, classifier.
 
     `block_kwargs` go to every block (the slots: SE's attention, a gate, the shortcut option);
     `conv_layer` and `norm_layer` build the stem's and the basic blocks' 3×3 convs and norms.
+    `make_stem` and `make_head` build what comes before and after the stages (a subclass's own).
     """
 
     def __init__(
@@ -276,49 +254,41 @@ class CifarResNet(_Network):
             block_kwargs["conv_layer"] = conv_layer
         if norm_layer is not nn.BatchNorm2d:
             block_kwargs["norm_layer"] = norm_layer
-        self.conv1 = conv_layer(in_chans, widths[0], 1)
-        self.bn1 = norm_layer(widths[0])
-        self.relu = nn.ReLU(inplace=True)
+        self.make_stem(in_chans, widths[0], conv_layer, norm_layer)
         stages, in_planes = make_stages(block, depth_per_stage, widths[0], widths, **block_kwargs)
         self.layer1, self.layer2, self.layer3 = stages
+        self.make_head(in_planes, num_classes)
+        init_weights(self)
+
+    def make_stem(self, in_chans: int, width: int, conv_layer, norm_layer) -> None:
+        self.conv1 = conv_layer(in_chans, width, 1)
+        self.bn1 = norm_layer(width)
+        self.stem_attn = nn.Identity()  # a slot after the stem's BN (CE fills it)
+        self.relu = nn.ReLU(inplace=True)
+
+    def make_head(self, in_planes: int, num_classes: int) -> None:
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
-        init_weights(self)
-        self.stem_attn = nn.Identity()  # a slot after the stem's BN (CE fills it)
+
+    def stages(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3]
 
     def forward_stem(self, x: Tensor) -> Tensor:
         return self.relu(self.stem_attn(self.bn1(self.conv1(x))))
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.forward_stages(self.forward_stem(x))
 
-    def forward_head(self, x: Tensor) -> Tensor:
-        return self.fc(self.avgpool(x).flatten(1))
-
-
-class PreActCifarResNet(_Network):
+class PreActCifarResNet(CifarResNet):
     """He et al. 2016b: stem conv (no BN-ReLU), three stages of pre-activation units, BN-ReLU, pooling,
     classifier. `widths` are the bottleneck widths; stage outputs are `widths * block.expansion`.
     """
 
-    def __init__(
-        self,
-        block: type[nn.Module],
-        depth_per_stage: int,
-        num_classes: int = 10,
-        in_chans: int = 3,
-        widths: tuple[int, int, int] = (16, 32, 64),
-        block_kwargs: dict | None = None,
-    ):
-        super().__init__()
-        self.conv1 = conv3x3(in_chans, widths[0])
-        stages, in_planes = make_stages(block, depth_per_stage, widths[0], widths, **(block_kwargs or {}))
-        self.layer1, self.layer2, self.layer3 = stages
+    def make_stem(self, in_chans: int, width: int, conv_layer, norm_layer) -> None:
+        self.conv1 = conv_layer(in_chans, width, 1)  # its BN-ReLU is the first unit's pre-activation
+
+    def make_head(self, in_planes: int, num_classes: int) -> None:
         self.bn = nn.BatchNorm2d(in_planes)  # the final BN-ReLU that pre-activation units leave out
         self.relu = nn.ReLU(inplace=True)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_planes, num_classes)
-        init_weights(self)
+        super().make_head(in_planes, num_classes)
         nn.init.zeros_(self.fc.bias)  # as the authors' code does
 
     def forward_stem(self, x: Tensor) -> Tensor:
@@ -328,7 +298,7 @@ class PreActCifarResNet(_Network):
         return self.relu(self.bn(self.forward_stages(self.forward_stem(x))))
 
     def forward_head(self, x: Tensor) -> Tensor:
-        return self.fc(self.avgpool(self.relu(self.bn(x))).flatten(1))
+        return super().forward_head(self.relu(self.bn(x)))
 
 
 def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:

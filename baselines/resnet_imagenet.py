@@ -25,6 +25,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from baselines.resnet_cifar import sparse_basic
+from baselines.skeleton import ResNetSkeleton
 from baselines.slots import GateSlot, apply_mask, fold_projection, replay_init_draw
 from bench import sparse
 from bench.registry import register_model
@@ -45,12 +46,15 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
-class BasicBlock(GateSlot, nn.Module):
-    """torchvision's basic block (ResNet-18/34) with the slots `attn_layer` (after bn2, before the
-    addition) and `gate_layer` (masks at "conv1", "conv2" or "branch")."""
+class TorchvisionBlock(GateSlot, nn.Module):
+    """What torchvision's two blocks share: the constructor (torchvision's arguments, then `layout` and the
+    slots), the projection shortcut `downsample` (or None), the slots `attn_layer` (after the last norm,
+    before the addition) and `gate_layer`, and the sparse parameters. A block builds its convs and norms,
+    in torchvision's order, in `make_branch`. torchvision's `groups` and `base_width` (ResNeXt, Wide
+    ResNet) are left out: no model here uses them."""
 
-    expansion = 1
-    convs = ("conv1", "conv2")
+    expansion: int
+    convs: tuple[str, ...]
 
     def __init__(
         self,
@@ -58,28 +62,43 @@ class BasicBlock(GateSlot, nn.Module):
         planes: int,
         stride: int = 1,
         downsample: nn.Module | None = None,
-        groups: int = 1,
-        base_width: int = 64,
         dilation: int = 1,
         norm_layer=nn.BatchNorm2d,
-        layout: str = "basic",
+        layout: str = "v1.5",
         attn_layer=None,
         gate_layer=None,
     ):
         super().__init__()
-        if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
+        self.make_branch(inplanes, planes, stride, dilation, norm_layer, layout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+        self.attn = attn_layer(planes * self.expansion) if attn_layer is not None else nn.Identity()
+        self.init_gate(gate_layer)
+
+    def make_branch(self, inplanes: int, planes: int, stride: int, dilation: int, norm_layer, layout: str):
+        raise NotImplementedError
+
+    def sparse_parameters(self) -> dict:
+        folded = sparse.fold_block(self, len(self.convs))
+        folded["shortcut"] = fold_projection(self.downsample)
+        return folded
+
+
+class BasicBlock(TorchvisionBlock):
+    """torchvision's basic block (ResNet-18/34): conv1-bn1-ReLU, conv2-bn2, `attn`, + downsample, ReLU;
+    `gate_layer` masks at "conv1", "conv2" or "branch". `layout` does not apply."""
+
+    expansion = 1
+    convs = ("conv1", "conv2")
+
+    def make_branch(self, inplanes: int, planes: int, stride: int, dilation: int, norm_layer, layout: str):
         if dilation > 1:
             raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = norm_layer(planes)
-        self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = norm_layer(planes)
-        self.downsample = downsample
-        self.stride = stride
-        self.attn = attn_layer(planes) if attn_layer is not None else nn.Identity()
-        self.init_gate(gate_layer)
 
     def forward(self, x: Tensor) -> Tensor:
         masks = self.masks(x)
@@ -88,57 +107,32 @@ class BasicBlock(GateSlot, nn.Module):
         out = apply_mask(self.attn(self.bn2(self.conv2(out))), masks, "conv2")
         return self.relu(apply_mask(out, masks, "branch") + identity)
 
-    def sparse_parameters(self) -> dict:
-        folded = sparse.fold_block(self, 2)
-        folded["shortcut"] = fold_projection(self.downsample)
-        return folded
-
     def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
         return sparse_basic(self, x, self.downsample, folded)
 
 
-class Bottleneck(GateSlot, nn.Module):
+class Bottleneck(TorchvisionBlock):
     """torchvision's bottleneck: conv1 (1×1), conv2 (3×3), conv3 (1×1, ×4), each with its norm; `layout`
-    "v1.5" (torchvision) strides the 3×3, "v1" (He et al.) the first 1×1. Slots: `attn_layer` (after
-    bn3, before the addition), `gate_layer` (masks at "conv1", "conv2", "conv3" or "branch")."""
+    "v1.5" (torchvision) strides the 3×3, "v1" (He et al.) the first 1×1. `attn` after bn3, before the
+    addition; `gate_layer` masks at "conv1", "conv2", "conv3" or "branch"."""
 
     expansion = 4
     convs = ("conv1", "conv2", "conv3")
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-        norm_layer=nn.BatchNorm2d,
-        layout: str = "v1.5",
-        attn_layer=None,
-        gate_layer=None,
-    ):
-        super().__init__()
+    def make_branch(self, inplanes: int, planes: int, stride: int, dilation: int, norm_layer, layout: str):
         if layout not in LAYOUTS:
             raise ValueError(
                 f"layout must be one of {LAYOUTS} (where the bottleneck stride goes), not {layout!r}"
             )
-        width = int(planes * (base_width / 64.0)) * groups
         v1 = layout == "v1" and stride != 1
-        self.conv1 = conv1x1(inplanes, width, stride if v1 else 1)
-        self.bn1 = norm_layer(width)
-        self.conv2 = conv3x3(width, width, 1 if v1 else stride, groups, dilation)
-        self.bn2 = norm_layer(width)
-        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.conv1 = conv1x1(inplanes, planes, stride if v1 else 1)
+        self.bn1 = norm_layer(planes)
+        self.conv2 = conv3x3(planes, planes, 1 if v1 else stride, dilation=dilation)
+        self.bn2 = norm_layer(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = norm_layer(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.stride = stride
         if v1:  # the first version built torchvision's block, then replaced conv1 by a strided one
             replay_init_draw(self.conv1)
-        self.attn = attn_layer(planes * self.expansion) if attn_layer is not None else nn.Identity()
-        self.init_gate(gate_layer)
 
     def forward(self, x: Tensor) -> Tensor:
         masks = self.masks(x)
@@ -147,11 +141,6 @@ class Bottleneck(GateSlot, nn.Module):
         out = apply_mask(self.relu(self.bn2(self.conv2(out))), masks, "conv2")
         out = apply_mask(self.attn(self.bn3(self.conv3(out))), masks, "conv3")
         return self.relu(apply_mask(out, masks, "branch") + identity)
-
-    def sparse_parameters(self) -> dict:
-        folded = sparse.fold_block(self, 3)
-        folded["shortcut"] = fold_projection(self.downsample)
-        return folded
 
     def forward_sparse(self, x: Tensor, folded: dict) -> Tensor:
         """One sample, only the open channels (BN folded into each conv)."""
@@ -166,7 +155,7 @@ class Bottleneck(GateSlot, nn.Module):
         return self.relu(sparse.scatter_add(identity, idx["conv3"], out))
 
 
-class ImageNetResNet(nn.Module):
+class ImageNetResNet(ResNetSkeleton):
     """torchvision's ResNet with `in_chans`, per-stage `widths` (stem width = `widths[0]`) and
     `block_kwargs` for every block (`layout`, the slots)."""
 
@@ -188,7 +177,6 @@ class ImageNetResNet(nn.Module):
         replace_stride_with_dilation = replace_stride_with_dilation or [False, False, False]
         if len(replace_stride_with_dilation) != 3:
             raise ValueError("replace_stride_with_dilation should be None or a 3-element list")
-        self.groups, self.base_width = 1, 64
         self.block_kwargs = dict(block_kwargs or {})
         self.features_only = features_only
         self.conv1 = nn.Conv2d(in_chans, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
@@ -222,12 +210,7 @@ class ImageNetResNet(nn.Module):
             downsample = nn.Sequential(
                 conv1x1(self.inplanes, planes * block.expansion, stride), norm_layer(planes * block.expansion)
             )
-        kw = {
-            "groups": self.groups,
-            "base_width": self.base_width,
-            "norm_layer": norm_layer,
-            **self.block_kwargs,
-        }
+        kw = {"norm_layer": norm_layer, **self.block_kwargs}
         layers = [block(self.inplanes, planes, stride, downsample, dilation=previous_dilation, **kw)]
         self.inplanes = planes * block.expansion
         for _ in range(1, blocks):
@@ -239,31 +222,6 @@ class ImageNetResNet(nn.Module):
 
     def forward_stem(self, x: Tensor) -> Tensor:
         return self.maxpool(self.relu(self.stem_attn(self.bn1(self.conv1(x)))))
-
-    def forward_stages(self, x: Tensor) -> Tensor:
-        for stage in self.stages():
-            x = stage(x)
-        return x
-
-    def stage_outputs(self, x: Tensor) -> list[Tensor]:
-        """The output of every stage (torchvision's "stages 2 to 5"), after the stem."""
-        outs = []
-        x = self.forward_stem(x)
-        for stage in self.stages():
-            x = stage(x)
-            outs.append(x)
-        return outs
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.forward_stages(self.forward_stem(x))
-
-    def forward_head(self, x: Tensor) -> Tensor:
-        return self.fc(self.avgpool(x).flatten(1))
-
-    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
-        if self.features_only:
-            return self.stage_outputs(x)
-        return self.forward_head(self.forward_stages(self.forward_stem(x)))
 
 
 def block_for(kind: str) -> type[nn.Module]:
