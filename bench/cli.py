@@ -33,7 +33,7 @@ def _training_options(args: argparse.Namespace) -> dict:
     return {
         "data_root": args.data_root,
         "device": args.device,
-        "work_dir": Path(args.work_dir),
+        "work_dir": Path(args.work_dir) if args.work_dir else None,  # verify: None = a temporary folder
         "progress": not args.no_progress,
     }
 

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import registry
 from bench.cli import build_parser, main
@@ -122,3 +123,22 @@ def test_walkthrough(tmp_path, monkeypatch, capsys):
     assert (
         not Path("my_results", "runs", "cifar.jsonl").read_text().count('"submitted"')
     )  # the user's copy is unchanged
+
+
+def test_the_pages_reweighting_example_is_one_file_that_builds_and_trains():
+    """The `python` block of the page: a re-weighting module in the blocks' attn slot, registered."""
+    (code,) = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    exec(compile(code, f"{DOC}:eca_resnet20", "exec"), {"__name__": "walkthrough_eca"})
+    try:
+        model = registry.create_model("eca_resnet20", num_classes=10, in_chans=1)
+        plain = registry.create_model("resnet20", num_classes=10, in_chans=1)
+        n_params = [sum(p.numel() for p in m.parameters()) for m in (model, plain)]
+        assert n_params[0] == n_params[1] + 9 * 3  # 9 blocks × one 3-tap conv
+        blocks = [block for stage in model.stages() for block in stage]
+        assert len(blocks) == 9 and all(type(b.attn).__name__ == "ECA" for b in blocks)
+        x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        assert all(b.attn.conv.weight.grad is not None for b in blocks)
+    finally:
+        registry.unregister("eca_resnet20")
