@@ -301,12 +301,31 @@ class PreActCifarResNet(CifarResNet):
         return super().forward_head(self.relu(self.bn(x)))
 
 
-def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
-    """The basic-block CIFAR ResNet of depth 6n + 2 (`kwargs` go to `CifarResNet`)."""
-    if (depth - 2) % 6:
-        raise ValueError(f"a basic-block CIFAR ResNet has depth 6n+2, not {depth}")
-    model = CifarResNet(BasicBlock, (depth - 2) // 6, num_classes, in_chans, **kwargs)
-    model.bench_info = {"block": "basic", "shortcut": "A (zero-pad)"}
+def cifar_resnet(
+    depth: int,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    layout: str = "v1",
+    block_kwargs: dict | None = None,
+    **kwargs,
+) -> CifarResNet:
+    """The CIFAR ResNet of `depth`: 6n + 2 with basic blocks and option-A shortcuts, or 164 with
+    pre-activation bottlenecks (`layout`: where their stride goes). `block_kwargs` go to every block,
+    `kwargs` to the network."""
+    if depth == 164:
+        block_kwargs = {"layout": layout, **(block_kwargs or {})}
+        model = PreActCifarResNet(
+            PreActBottleneck, 18, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
+        )
+        info = {"block": "pre-activation bottleneck", "layout": layout, "shortcut": "B (1x1 projection)"}
+    elif depth > 2 and (depth - 2) % 6 == 0:
+        model = CifarResNet(
+            BasicBlock, (depth - 2) // 6, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
+        )
+        info = {"block": "basic", "shortcut": "A (zero-pad)"}
+    else:
+        raise ValueError(f"a CIFAR ResNet has depth 6n+2 (basic blocks) or 164, not {depth}")
+    model.bench_info = info
     return model
 
 
@@ -343,13 +362,4 @@ def resnet110(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet
 @register_model
 def resnet164(num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kwargs) -> PreActCifarResNet:
     """Pre-activation CIFAR ResNet-164 (He et al. 2016b): bottleneck units, 18 per stage."""
-    block_kwargs = {"layout": layout, **kwargs.pop("block_kwargs", {})}
-    model = PreActCifarResNet(
-        PreActBottleneck, 18, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
-    )
-    model.bench_info = {
-        "block": "pre-activation bottleneck",
-        "layout": layout,
-        "shortcut": "B (1x1 projection)",
-    }
-    return model
+    return cifar_resnet(164, num_classes, in_chans, layout, **kwargs)

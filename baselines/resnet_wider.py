@@ -25,8 +25,8 @@ from functools import cache, partial
 import torch
 from torch import nn
 
-from baselines.resnet_cifar import BasicBlock, CifarResNet, PreActBottleneck, PreActCifarResNet
-from baselines.resnet_imagenet import ARCHS, LAYOUTS, TORCHVISION_WIDTHS, ImageNetResNet, block_for
+from baselines.resnet_cifar import cifar_resnet
+from baselines.resnet_imagenet import ARCHS, TORCHVISION_WIDTHS, imagenet_resnet
 from bench.registry import register_model
 
 CIFAR_WIDTHS = (16, 32, 64)
@@ -51,37 +51,21 @@ def base_network(
     base: str, num_classes: int, in_chans: int, **kwargs
 ) -> tuple[Callable, tuple[int, ...], dict]:
     """A function widths -> network for the ResNet named `base`, its usual widths, and facts for bench_info."""
-    if base == "resnet164":
-        layout = kwargs.pop("layout", "v1")
-        info = {"block": "pre-activation bottleneck", "layout": layout}
-        make = partial(
-            PreActCifarResNet, PreActBottleneck, 18, num_classes, in_chans, block_kwargs={"layout": layout}
-        )
-        return lambda w: make(widths=w, **kwargs), CIFAR_WIDTHS, info
     depth = int(base.removeprefix("resnet")) if base.removeprefix("resnet").isdigit() else -1
     if depth in ARCHS:
-        kind, layers = ARCHS[depth]
-        layout = kwargs.pop("layout", "v1.5")
-        if layout not in LAYOUTS:
-            raise ValueError(
-                f"layout must be one of {LAYOUTS} (where the bottleneck stride goes), not {layout!r}"
-            )
-        block_kwargs = {"layout": layout} if kind == "bottleneck" else {}
-        info = {"definition": "torchvision", "layout": "basic" if kind == "basic" else layout}
-        return (
-            lambda w: ImageNetResNet(
-                block_for(kind), layers, num_classes, in_chans, w, block_kwargs=block_kwargs, **kwargs
-            ),
+        make, base_widths = (
+            partial(imagenet_resnet, depth, num_classes, in_chans, **kwargs),
             TORCHVISION_WIDTHS,
-            info,
         )
-    if depth > 2 and (depth - 2) % 6 == 0:
-        info = {"block": "basic", "shortcut": "A (zero-pad)"}
-        make = partial(CifarResNet, BasicBlock, (depth - 2) // 6, num_classes, in_chans)
-        return lambda w: make(widths=w, **kwargs), CIFAR_WIDTHS, info
-    raise ValueError(
-        f"no ResNet-Wider for {base!r}: use a CIFAR resnet<6n+2>, resnet164 or resnet18/34/50/101"
-    )
+    elif depth == 164 or (depth > 2 and (depth - 2) % 6 == 0):
+        make, base_widths = partial(cifar_resnet, depth, num_classes, in_chans, **kwargs), CIFAR_WIDTHS
+    else:
+        raise ValueError(
+            f"no ResNet-Wider for {base!r}: use a CIFAR resnet<6n+2>, resnet164 or resnet18/34/50/101"
+        )
+    with torch.device("meta"):  # the builder's facts (block, layout); shapes only, no RNG drawn
+        info = make(widths=base_widths).bench_info
+    return lambda w: make(widths=w), base_widths, info
 
 
 def scaled_widths(base_widths: tuple[int, ...], multiplier: float) -> tuple[int, ...]:
@@ -157,32 +141,24 @@ def wider_resnet(
 
 
 @register_model
-def resnet20_wider(
-    num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
-) -> nn.Module:
-    """resnet20 widened to `target_params` (default: GaterNet-resnet20 size estimate)."""
-    return wider_resnet("resnet20", num_classes, in_chans, target_params, **kwargs)
+def resnet20_wider(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+    """resnet20 widened to `target_params` (default: the GaterNet-resnet20 size estimate)."""
+    return wider_resnet("resnet20", num_classes, in_chans, **kwargs)
 
 
 @register_model
-def resnet56_wider(
-    num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
-) -> nn.Module:
-    """resnet56 widened to `target_params` (default: GaterNet-resnet56 size estimate)."""
-    return wider_resnet("resnet56", num_classes, in_chans, target_params, **kwargs)
+def resnet56_wider(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+    """resnet56 widened to `target_params` (default: the GaterNet-resnet56 size estimate)."""
+    return wider_resnet("resnet56", num_classes, in_chans, **kwargs)
 
 
 @register_model
-def resnet110_wider(
-    num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
-) -> nn.Module:
-    """resnet110 widened to `target_params` (default: GaterNet-resnet110 size estimate)."""
-    return wider_resnet("resnet110", num_classes, in_chans, target_params, **kwargs)
+def resnet110_wider(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+    """resnet110 widened to `target_params` (default: the GaterNet-resnet110 size estimate)."""
+    return wider_resnet("resnet110", num_classes, in_chans, **kwargs)
 
 
 @register_model
-def resnet164_wider(
-    num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
-) -> nn.Module:
-    """resnet164 widened to `target_params` (default: GaterNet-resnet164 size estimate)."""
-    return wider_resnet("resnet164", num_classes, in_chans, target_params, **kwargs)
+def resnet164_wider(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+    """resnet164 widened to `target_params` (default: the GaterNet-resnet164 size estimate)."""
+    return wider_resnet("resnet164", num_classes, in_chans, **kwargs)

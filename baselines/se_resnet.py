@@ -18,10 +18,9 @@ from __future__ import annotations
 from functools import partial
 
 from timm.layers import SEModule
-from torch import nn
 
-from baselines.resnet_cifar import BasicBlock, CifarResNet, PreActBottleneck, PreActCifarResNet
-from baselines.resnet_imagenet import LAYOUTS, Bottleneck, ImageNetResNet
+from baselines.resnet_cifar import CifarResNet, PreActCifarResNet, cifar_resnet
+from baselines.resnet_imagenet import ImageNetResNet, imagenet_resnet
 from bench.registry import register_model
 
 REDUCTION = 16
@@ -33,40 +32,26 @@ def se_module(channels: int, reduction: int = REDUCTION) -> SEModule:
 
 def se_cifar_resnet(
     depth: int, num_classes: int = 10, in_chans: int = 3, reduction: int = REDUCTION, **kwargs
-) -> nn.Module:
+) -> CifarResNet:
     """A CIFAR ResNet of `depth` (6n + 2 basic blocks, or 164: pre-activation bottlenecks) with SE."""
-    attn = partial(se_module, reduction=reduction)
-    if depth == 164:
-        block_kwargs = {"layout": kwargs.pop("layout", "v1"), "attn_layer": attn}
-        model = PreActCifarResNet(
-            PreActBottleneck, 18, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
-        )
-        model.bench_info = {"block": "pre-activation bottleneck + SE", "layout": block_kwargs["layout"]}
-    else:
-        if (depth - 2) % 6:
-            raise ValueError(f"a basic-block CIFAR ResNet has depth 6n+2, not {depth}")
-        block_kwargs = {"attn_layer": attn}
-        model = CifarResNet(
-            BasicBlock, (depth - 2) // 6, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
-        )
-        model.bench_info = {"block": "basic + SE", "shortcut": "A (zero-pad)"}
+    block_kwargs = {"attn_layer": partial(se_module, reduction=reduction)}
+    model = cifar_resnet(depth, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs)
+    model.bench_info["block"] += " + SE"
     model.bench_info["se_reduction"] = reduction
     return model
 
 
 def se_imagenet_resnet(
-    layers: list[int],
+    depth: int,
     num_classes: int = 1000,
     in_chans: int = 3,
     layout: str = "v1.5",
     reduction: int = REDUCTION,
     **kwargs,
 ) -> ImageNetResNet:
-    """torchvision's bottleneck ResNet with SE in every block."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be 'v1' or 'v1.5' (where the bottleneck stride goes), not {layout!r}")
-    block_kwargs = {"layout": layout, "attn_layer": partial(se_module, reduction=reduction)}
-    model = ImageNetResNet(Bottleneck, layers, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs)
+    """torchvision's ResNet of `depth` with SE in every block."""
+    block_kwargs = {"attn_layer": partial(se_module, reduction=reduction)}
+    model = imagenet_resnet(depth, num_classes, in_chans, layout, block_kwargs, **kwargs)
     model.bench_info = {"definition": "torchvision + SE", "layout": layout, "se_reduction": reduction}
     return model
 
@@ -98,10 +83,10 @@ def se_resnet164(num_classes: int = 10, in_chans: int = 3, **kwargs) -> PreActCi
 @register_model
 def se_resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
     """ImageNet SE-ResNet-50: torchvision's ResNet-50 with SE (r = 16) in every block."""
-    return se_imagenet_resnet([3, 4, 6, 3], num_classes, in_chans, **kwargs)
+    return se_imagenet_resnet(50, num_classes, in_chans, **kwargs)
 
 
 @register_model
 def se_resnet101(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
     """ImageNet SE-ResNet-101: torchvision's ResNet-101 with SE (r = 16) in every block."""
-    return se_imagenet_resnet([3, 4, 23, 3], num_classes, in_chans, **kwargs)
+    return se_imagenet_resnet(101, num_classes, in_chans, **kwargs)

@@ -69,9 +69,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from baselines.resnet_cifar import BasicBlock, CifarResNet, PreActBottleneck, PreActCifarResNet
-from baselines.resnet_imagenet import BasicBlock as ImageNetBasicBlock
-from baselines.resnet_imagenet import Bottleneck, ImageNetResNet
+from baselines.resnet_cifar import CifarResNet, PreActCifarResNet, cifar_resnet
+from baselines.resnet_imagenet import ImageNetResNet, imagenet_resnet
 from bench.registry import register_model
 
 
@@ -240,18 +239,17 @@ def _bench_info(cfg: CEConfig, placement: str) -> dict:
 def ce_imagenet(depth: int, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
     """torchvision's ResNet-18 / -50 with CE after the stem's BN and in the blocks of layer1–3."""
     cfg = CEConfig(**kwargs)
-    block, layers = {18: (ImageNetBasicBlock, [2, 2, 2, 2]), 50: (Bottleneck, [3, 4, 6, 3])}[depth]
-    model = ImageNetResNet(block, layers, num_classes, in_chans)
+    model = imagenet_resnet(depth, num_classes, in_chans)
     attach_ce(model, cfg)
-    model.bench_info = _bench_info(cfg, "stem after bn1; each block after its last BN; not in layer4")
-    model.bench_info.update(definition="torchvision", layout="v1.5" if block is Bottleneck else "basic")
+    placement = "stem after bn1; each block after its last BN; not in layer4"
+    model.bench_info = {**_bench_info(cfg, placement), **model.bench_info}  # + definition, layout
     return model
 
 
 def ce_cifar(depth: int, num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
     """CIFAR ResNet (option A) with CE after the stem's BN and in the blocks of stages 1–2."""
     cfg = CEConfig(**kwargs)
-    model = CifarResNet(BasicBlock, (depth - 2) // 6, num_classes, in_chans)
+    model = cifar_resnet(depth, num_classes, in_chans)
     attach_ce(model, cfg)
     model.bench_info = _bench_info(
         cfg, "ours (no official CIFAR model): stem after bn1; each block after its last BN; not in stage 3"
@@ -263,7 +261,7 @@ def ce_preact(num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kw
     """Pre-activation CIFAR ResNet-164 with CE after bn3 (`attn_bn3`) of the units of stages 1–2 and after
     the first unit's bn1 (`attn_bn1`: the stem's pre-activation)."""
     cfg = CEConfig(**kwargs)
-    model = PreActCifarResNet(PreActBottleneck, 18, num_classes, in_chans, block_kwargs={"layout": layout})
+    model = cifar_resnet(164, num_classes, in_chans, layout)
     if cfg.stem:
         model.layer1[0].attn_bn1 = ChannelEquilibrium(model.conv1.out_channels, cfg.stem_group_size, cfg)
     attach_ce(model, dataclasses.replace(cfg, stem=False), block_slot="attn_bn3")

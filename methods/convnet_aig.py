@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.resnet_cifar import BasicBlock, CifarResNet
-from baselines.resnet_imagenet import LAYOUTS, Bottleneck, ImageNetResNet
+from baselines.resnet_imagenet import ARCHS, LAYOUTS, Bottleneck, ImageNetResNet
 from baselines.slots import set_gating
 from bench import sparse
 from bench.gates import GateSite
@@ -215,7 +215,7 @@ class AIGImageNetResNet(TargetRateMixin, ImageNetResNet):
 
     def __init__(
         self,
-        layers: list[int],
+        depth: int,
         num_classes: int = 1000,
         in_chans: int = 3,
         target: float | Sequence[float] = 0.7,
@@ -231,8 +231,9 @@ class AIGImageNetResNet(TargetRateMixin, ImageNetResNet):
                 f"layout must be 'v1' or 'v1.5' (where the bottleneck stride goes), not {layout!r}"
             )
         block_kwargs = {"layout": layout, "gate_layer": partial(aig_gate, hidden=gate_hidden, tau=tau)}
-        super().__init__(Bottleneck, layers, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs)
-        depth = 3 * sum(layers) + 2
+        super().__init__(
+            Bottleneck, ARCHS[depth][1], num_classes, in_chans, block_kwargs=block_kwargs, **kwargs
+        )
         if schedule == "readme":
             if depth not in README_SCHEDULES or not isinstance(target, int | float):
                 raise ValueError(
@@ -267,10 +268,10 @@ def aig_resnet110(num_classes: int = 10, in_chans: int = 3, **kwargs) -> AIGCifa
 @register_model
 def aig_resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> AIGImageNetResNet:
     """ConvNet-AIG on torchvision's ResNet-50, target 0.7, lossfact 1."""
-    return AIGImageNetResNet([3, 4, 6, 3], num_classes, in_chans, **kwargs)
+    return AIGImageNetResNet(50, num_classes, in_chans, **kwargs)
 
 
 @register_model
 def aig_resnet101(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> AIGImageNetResNet:
     """ConvNet-AIG on torchvision's ResNet-101, target 0.7, lossfact 1."""
-    return AIGImageNetResNet([3, 4, 23, 3], num_classes, in_chans, **kwargs)
+    return AIGImageNetResNet(101, num_classes, in_chans, **kwargs)
