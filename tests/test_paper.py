@@ -102,27 +102,12 @@ def test_error_rates_become_accuracy_and_imagenet_needs_a_layout():
     )
     top5 = he.model_copy(update={"metric": "top5_pct", "value": 93.0})
     assert top5.our_metric == "top5_pct" and top5.our_value == 93.0
+    confirmed = dict(table="T", status="confirmed", source="s", quote="q")
     with pytest.raises(ValidationError, match="layout"):
-        PaperReference(
-            model="resnet50",
-            dataset="imagenet",
-            metric="top1_pct",
-            value=76.1,
-            table="T",
-            status="confirmed",
-            source="s",
-            quote="q",
-        )
+        PaperReference(model="resnet50", dataset="imagenet", metric="top1_pct", value=76.1, **confirmed)
+    confirmed.pop("quote")
     with pytest.raises(ValidationError, match="quote"):
-        PaperReference(
-            model="resnet20",
-            dataset="cifar10",
-            metric="top1_pct",
-            value=91.0,
-            table="T",
-            status="confirmed",
-            source="s",
-        )
+        PaperReference(model="resnet20", dataset="cifar10", metric="top1_pct", value=91.0, **confirmed)
 
 
 def test_confirmed_numbers_are_shown_with_the_delta_and_unconfirmed_ones_are_not(tmp_path):

@@ -41,22 +41,8 @@ def test_force_gate_rate_closes_the_asked_share_of_channel_and_block_gates():
 
 
 def test_perf_gated_prints_ratios_and_writes_json(tmp_path, capsys):
-    args = [
-        "perf",
-        "gated",
-        "bas_resnet20",
-        "--shape",
-        "1,12,12",
-        "--min-run-time",
-        "0.01",
-        "--warmup",
-        "1",
-        "--repeats",
-        "1",
-        "--out",
-        str(tmp_path),
-    ]
-    assert main(args) == 0
+    options = "--shape 1,12,12 --min-run-time 0.01 --warmup 1 --repeats 1".split()
+    assert main(["perf", "gated", "bas_resnet20", *options, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "MAC ratio" in out and "realised ÷ MAC" in out and "50% gates closed" in out
     assert "interleaved timing: realised" in out
@@ -76,24 +62,8 @@ def test_perf_gated_refuses_an_ungated_model(capsys):
 
 def test_perf_train_prints_the_ratio(tmp_path, fashion_root, no_system_data, capsys):
     suite = write_suite(tmp_path)
-    args = [
-        "perf",
-        "train",
-        "resnet20",
-        "--suite",
-        str(suite),
-        "--data-root",
-        str(fashion_root),
-        "--steps",
-        "2",
-        "--batch-size",
-        "16",
-        "--repeats",
-        "2",
-        "--out",
-        str(tmp_path / "perf"),
-    ]
-    assert main(args) == 0
+    where = ["--suite", str(suite), "--data-root", str(fashion_root), "--out", str(tmp_path / "perf")]
+    assert main(["perf", "train", "resnet20", *where, *"--steps 2 --batch-size 16 --repeats 2".split()]) == 0
     out = capsys.readouterr().out
     assert "harness / bare" in out and "repeat 2/2" in out
     r = json.loads((tmp_path / "perf" / "train-resnet20.json").read_text())
@@ -103,19 +73,8 @@ def test_perf_train_prints_the_ratio(tmp_path, fashion_root, no_system_data, cap
 
 def test_perf_suite_splits_the_wall_time_by_stage(tmp_path, fashion_root, no_system_data, capsys):
     suite = write_suite(tmp_path, models=("resnet20", "bas_resnet20"))
-    args = [
-        "perf",
-        "suite",
-        "--suite",
-        str(suite),
-        "--data-root",
-        str(fashion_root),
-        "--models",
-        "bas_resnet20",
-        "--out",
-        str(tmp_path / "perf"),
-    ]
-    assert main(args) == 0
+    where = ["--suite", str(suite), "--data-root", str(fashion_root), "--out", str(tmp_path / "perf")]
+    assert main(["perf", "suite", *where, "--models", "bas_resnet20"]) == 0
     out = capsys.readouterr().out
     assert "suite tiny: 1 run(s)" in out and "training" in out and "bas_resnet20 · fashion_mnist" in out
     (path,) = (tmp_path / "perf").glob("suite-*.json")

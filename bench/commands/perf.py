@@ -591,17 +591,9 @@ def cmd_perf(args: argparse.Namespace) -> None:
         flush=True,
     )
     if kind == "train":
+        options = ("suite", "dataset", "data_root", "steps", "batch_size", "repeats", "threads", "amp")
         r = bench_train(
-            args.model,
-            suite=args.suite,
-            dataset=args.dataset,
-            data_root=args.data_root,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            repeats=args.repeats,
-            threads=args.threads,
-            amp=args.amp,
-            channels_last=args.channels_last,
+            args.model, channels_last=args.channels_last, **{k: getattr(args, k) for k in options}
         )
         print(
             f"{r['model']}: harness {r['harness_median']:.0f} img/s, bare {r['bare_median']:.0f} img/s, "
@@ -609,17 +601,10 @@ def cmd_perf(args: argparse.Namespace) -> None:
         )
         name = r["model"] + "".join(f"-{k}" for k in ("amp", "channels_last") if getattr(args, k))
     elif kind == "gated":
-        r = bench_gated(
-            args.model,
-            input_shape=args.shape,
-            num_classes=args.num_classes,
-            sparsity=None if args.natural else args.sparsity,
-            batch_size=args.batch_size,
-            min_run_time_s=args.min_run_time,
-            warmup=args.warmup,
-            repeats=args.repeats,
-            threads=args.threads,
-        )
+        sparsity = None if args.natural else args.sparsity
+        timing = {"min_run_time_s": args.min_run_time, "warmup": args.warmup, "repeats": args.repeats}
+        shape = {"input_shape": args.shape, "num_classes": args.num_classes, "batch_size": args.batch_size}
+        r = bench_gated(args.model, sparsity=sparsity, threads=args.threads, **shape, **timing)
         print(
             f"{r['model']} @ batch {r['batch_size']}, {100 * r['closed_gate_fraction']:.0f}% gates closed: "
             f"MAC ratio {r['mac_ratio']:.2f}, realised {r['realised_ratio']:.2f}, "

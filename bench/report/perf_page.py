@@ -115,6 +115,32 @@ def _suite_rows(results: list[dict]) -> list[dict]:
     ]
 
 
+SECTIONS = [  # kind, heading, introduction (lines), rows, column formats
+    (
+        "train",
+        "Training throughput: harness loop vs bare PyTorch loop",
+        [],
+        _train_rows,
+        TRAIN_FORMATS,
+    ),
+    (
+        "gated",
+        "Sparse inference of gated models",
+        [
+            "MAC ratio = static / executed MACs; realised = masked dense latency / sparse latency; "
+            "folding = dense / sparse path with every gate open (what BatchNorm folding alone buys).",
+            "",
+            "Interleaved: the same three timed call by call in turn (steadier on a shared CPU); "
+            "sparsity alone = sparse with every gate open / sparse at the given sparsity.",
+            "",
+        ],
+        _gated_rows,
+        GATED_FORMATS,
+    ),
+    ("suite", "Suite wall time by stage", [], _suite_rows, SUITE_FORMATS),
+]
+
+
 def perf_markdown(results_dir: str | Path) -> str:
     """The `results/perf/*.json` benchmarks as a markdown section (empty string when there are none)."""
     results = load_results(results_dir)
@@ -126,31 +152,13 @@ def perf_markdown(results_dir: str | Path) -> str:
         "Load is the 1-minute load average when the benchmark finished."
     )
     of = {kind: [r for r in results if r.get("benchmark") == kind] for kind in ("train", "gated", "suite")}
-    if of["train"]:
-        lines += [
-            "",
-            "### Training throughput: harness loop vs bare PyTorch loop (`bench perf train`)",
-            "",
-            markdown_table(_train_rows(of["train"]), TRAIN_FORMATS),
-        ]
-    if of["gated"]:
-        lines += [
-            "",
-            "### Sparse inference of gated models (`bench perf gated`)",
-            "",
-            "MAC ratio = static / executed MACs; realised = masked dense latency / sparse latency; "
-            "folding = dense / sparse path with every gate open (what BatchNorm folding alone buys).",
-            "",
-            "Interleaved: the same three timed call by call in turn (steadier on a shared CPU); "
-            "sparsity alone = sparse with every gate open / sparse at the given sparsity.",
-            "",
-            markdown_table(_gated_rows(of["gated"]), GATED_FORMATS),
-        ]
-    if of["suite"]:
-        lines += [
-            "",
-            "### Suite wall time by stage (`bench perf suite`)",
-            "",
-            markdown_table(_suite_rows(of["suite"]), SUITE_FORMATS),
-        ]
+    for kind, heading, intro, rows, formats in SECTIONS:
+        if of[kind]:
+            lines += [
+                "",
+                f"### {heading} (`bench perf {kind}`)",
+                "",
+                *intro,
+                markdown_table(rows(of[kind]), formats),
+            ]
     return "\n".join(lines) + "\n"
