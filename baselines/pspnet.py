@@ -13,7 +13,7 @@ bilinear upsampling, concatenation with the backbone features, a 3x3 conv to 512
 The paper's deep supervision is the auxiliary head on stage 4 (hszhao/semseg `model/pspnet.py`: a 3x3
 conv 1024 -> 256 + BN + ReLU, dropout 0.1, a 1x1 classifier, upsampled to the input; its loss weighs
 0.4). In training the model returns `{"out": ..., "aux": ...}` (torchvision's segmentation convention)
-and `bench.segmentation.segmentation_loss` adds the weighted auxiliary loss; in evaluation it returns
+and `bench.engine.tasks.segmentation_loss` adds the weighted auxiliary loss; in evaluation it returns
 the main logits alone, so the auxiliary head is in the parameter count but not in the MACs or the
 latency.
 

@@ -8,7 +8,7 @@ and the segmentor that adds the gates' losses by importing this module:
     model = dict(type="GateLossEncoderDecoder",
                  backbone=dict(type="ChannelBenchBasResNet50", total_iters=80000), ...)
 
-`ChannelBenchBasResNet50` is `bench.segmentation`'s dilated BAS ResNet-50 (output stride 8) returning the
+`ChannelBenchBasResNet50` is `methods.batch_shaping`'s dilated BAS ResNet-50 (output stride 8) returning the
 features of stages 2 to 5, as mmseg's ResNetV1c with `out_indices=(0, 1, 2, 3)` does, so PSPNet's
 heads (`in_index=-1` for the decode head, `-2` for the auxiliary one) read the same stages. mmseg's
 EncoderDecoder only sums its heads' losses; `GateLossEncoderDecoder` adds the backbone's batch-shaping

@@ -12,7 +12,7 @@ from torchvision.datasets import Cityscapes
 from bench.data import DatasetNotFoundError, load_dataset
 from bench.data.cityscapes import IGNORE_INDEX, train_id_table
 from bench.engine.config import load_suite, parse_suite
-from bench.segmentation import AUX_LOSS_WEIGHT, evaluate_segmentation, segmentation_loss
+from bench.engine.tasks import AUX_LOSS_WEIGHT, evaluate_segmentation, segmentation_loss
 
 IDS = [c.id for c in Cityscapes.classes if c.id >= 0]
 

@@ -21,18 +21,11 @@ from bench.data import DATASET_TASKS, ImageDataset, batch_per_rank, load_dataset
 from bench.engine.config import PlanError, Suite, TrainConfig, config_hash
 from bench.engine.distributed import barrier, init_from_env, syncs_batchnorm, world
 from bench.engine.env import environment
-from bench.engine.tasks import CLASSIFICATION, Segmentation, Task
+from bench.engine.tasks import TASKS, Task
 from bench.engine.train import evaluate, seed_everything, train
 from bench.measure.report import counters_disagree, measure_model
-from bench.segmentation import evaluate_segmentation, segmentation_loss  # also registers the PSPNets
 from bench.store.results import ResultStore
 from bench.store.schema import METRIC_LABELS, SCHEMA_VERSION, TASK_METRICS, Record
-
-# each dataset's task (bench.data.DATASET_TASKS names it): its loss, what its accuracy counts, its metrics
-TASKS: dict[str, Task] = {
-    "classification": CLASSIFICATION,
-    "segmentation": Segmentation(segmentation_loss, evaluate_segmentation),
-}
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,7 @@ Neither the loop nor the runner branches on the kind of dataset; they call its t
 - `probe(data)`: the input a model is checked on before a suite starts, and the output it must give;
 - `notes`: what a record's `model_info` says about how the metrics were computed.
 
-`bench.data.DATASET_TASKS` names each dataset's task and `bench.commands.runner.TASKS` maps the name
-to its object. The segmentation task is handed `bench.segmentation`'s loss and metrics there: that
-module imports bench.engine, so importing it here would make a package cycle until it moves here.
+`bench.data.DATASET_TASKS` names each dataset's task and `TASKS` maps the name to its object.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from baselines.pspnet import AUX_LOSS_WEIGHT
 from bench.data.cityscapes import IGNORE_INDEX
 from bench.engine.distributed import all_reduce_sum
 
@@ -78,18 +77,18 @@ class Classification:
 
 
 class Segmentation:
-    """A label per pixel (255: ignored): `loss` and `metrics` are bench.segmentation's
-    (`segmentation_loss`, `evaluate_segmentation`: mIoU, pixel accuracy, mean pixel loss)."""
+    """A label per pixel (255: ignored): the pixel cross-entropy with PSPNet's auxiliary share
+    (`segmentation_loss`); mIoU, pixel accuracy and the mean pixel loss (`evaluate_segmentation`)."""
 
     name = "segmentation"
     notes = {"segmentation_metrics": "torchmetrics MulticlassJaccardIndex / MulticlassAccuracy, ignore 255"}
     probe_size = (64, 128)  # a fully convolutional model is checked on a small image, not a 1024x2048 frame
 
-    def __init__(self, loss: Loss, metrics: Callable[..., dict[str, float]]):
-        self._loss, self.metrics = loss, metrics
-
     def loss(self, cfg) -> Loss:
-        return self._loss
+        return segmentation_loss
+
+    def metrics(self, model: nn.Module, loader, num_classes: int, device: str = "cpu") -> dict[str, float]:
+        return evaluate_segmentation(model, loader, num_classes, device)
 
     def scored(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Correct labelled pixels and the labelled pixels (device tensors: no read-back in the loop)."""
@@ -101,3 +100,44 @@ class Segmentation:
 
 
 CLASSIFICATION = Classification()
+TASKS: dict[str, Task] = {"classification": CLASSIFICATION, "segmentation": Segmentation()}
+
+
+def segmentation_loss(output: Tensor | dict[str, Tensor], target: Tensor) -> Tensor:
+    """Pixel cross-entropy (label 255 ignored), plus the auxiliary head's at weight 0.4 in training."""
+    if isinstance(output, dict):
+        return segmentation_loss(output["out"], target) + AUX_LOSS_WEIGHT * segmentation_loss(
+            output["aux"], target
+        )
+    return F.cross_entropy(output.float(), target, ignore_index=IGNORE_INDEX)
+
+
+@torch.inference_mode()
+def evaluate_segmentation(
+    model: nn.Module, loader, num_classes: int, device: str = "cpu"
+) -> dict[str, float]:
+    """mIoU and pixel accuracy (torchmetrics, pixels labelled 255 ignored) and the mean pixel loss.
+
+    Under torchrun each rank evaluates its share of the images; torchmetrics sums its states over the
+    process group at `compute()`.
+    """
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+    iou = MulticlassJaccardIndex(num_classes, average="macro", ignore_index=IGNORE_INDEX).to(device)
+    acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX).to(device)
+    model.to(device).eval()
+    loss = torch.zeros(2, dtype=torch.float64, device=device)  # summed pixel loss, labelled pixels
+    for x, y in loader:
+        logits = model(x.to(device)).float()
+        y = y.to(device)
+        pred = logits.argmax(1)
+        iou.update(pred, y)
+        acc.update(pred, y)
+        pixel_loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum").double()
+        loss += torch.stack([pixel_loss, (y != IGNORE_INDEX).sum().double()])
+    total, pixels = all_reduce_sum(loss).tolist()
+    return {
+        "miou_pct": 100 * iou.compute().item(),
+        "pixel_acc_pct": 100 * acc.compute().item(),
+        "eval_loss": total / max(pixels, 1),
+    }
