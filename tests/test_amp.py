@@ -62,6 +62,10 @@ def test_new_fields_at_their_defaults_leave_earlier_config_hashes_unchanged():
     from bench.engine.config import config_hash
 
     train = dataclasses.asdict(TrainConfig())
-    before = {k: v for k, v in train.items() if k not in
-              ("lr_scaling", "base_batch_size", "amp", "channels_last", "sync_bn", "checkpoint_every_steps")}  # fmt: skip
+    before = {
+        k: v
+        for k, v in train.items()
+        if k
+        not in ("lr_scaling", "base_batch_size", "amp", "channels_last", "sync_bn", "checkpoint_every_steps")
+    }
     assert config_hash({"model": "m", "train": train}) == config_hash({"model": "m", "train": before})

@@ -11,8 +11,16 @@ from bench.engine import train as train_module
 from bench.engine.config import TrainConfig
 from bench.engine.train import evaluate, load_checkpoint, previous_checkpoint, seed_everything, train
 
-CFG = TrainConfig(epochs=2, batch_size=8, lr=0.05, lr_schedule="cosine", crop_padding=1, flip=True,
-                  checkpoint_every_steps=3, eval_batch_size=32)  # fmt: skip
+CFG = TrainConfig(
+    epochs=2,
+    batch_size=8,
+    lr=0.05,
+    lr_schedule="cosine",
+    crop_padding=1,
+    flip=True,
+    checkpoint_every_steps=3,
+    eval_batch_size=32,
+)
 
 
 def tiny_data(n=64, size=8, seed=0) -> ImageDataset:
@@ -25,8 +33,15 @@ def tiny_data(n=64, size=8, seed=0) -> ImageDataset:
 
 def tiny_net() -> nn.Module:
     # BatchNorm (running statistics) and Dropout (the global RNG) both have to resume exactly
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.2),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))  # fmt: skip
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    )
 
 
 def _run(data, checkpoint=None, resume=False, cfg=CFG):

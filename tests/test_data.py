@@ -64,8 +64,18 @@ def test_loader_shuffles_by_seed_and_epoch():
 def test_loader_started_mid_epoch_gives_the_rest_of_the_epoch():
     """start_at(k) skips k batches yet draws their crops and flips: batch k on is as in a whole pass."""
     images = torch.randint(0, 255, (64, 1, 6, 6), dtype=torch.uint8)
-    loader = DeviceLoader(images, torch.arange(64), 16, (0.5,), (0.25,), shuffle=True, crop_padding=2, flip=True,
-                          drop_last=True, seed=1)  # fmt: skip
+    loader = DeviceLoader(
+        images,
+        torch.arange(64),
+        16,
+        (0.5,),
+        (0.25,),
+        shuffle=True,
+        crop_padding=2,
+        flip=True,
+        drop_last=True,
+        seed=1,
+    )
     loader.set_epoch(2)
     whole = list(loader)
     loader.start_at(3)

@@ -16,15 +16,24 @@ from bench.engine.distributed import world
 from bench.engine.train import evaluate, seed_everything, train
 from tests.test_checkpoint import tiny_data
 
-CFG = TrainConfig(epochs=1, batch_size=8, lr=0.1, lr_schedule="cosine", crop_padding=1, flip=True,
-                  checkpoint_every_steps=5, eval_batch_size=16)  # fmt: skip
+CFG = TrainConfig(
+    epochs=1,
+    batch_size=8,
+    lr=0.1,
+    lr_schedule="cosine",
+    crop_padding=1,
+    flip=True,
+    checkpoint_every_steps=5,
+    eval_batch_size=16,
+)
 
 
 def net_without_batch_statistics() -> nn.Module:
     # per-rank BatchNorm statistics differ from the global batch's by design (sync_bn is CUDA-only),
     # so the equality test uses a net whose forward does not mix the images of a batch
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(8, 4))  # fmt: skip
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)
+    )
 
 
 def _free_port() -> int:
@@ -48,8 +57,15 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     try:
         checkpoint = os.path.join(out_dir, "last.pt")
         model, result, metrics = _train(out_dir, checkpoint)
-        torch.save({"model": model.state_dict(), "history": result.history, "metrics": metrics,
-                    "runtime": result.runtime}, os.path.join(out_dir, f"rank{rank}.pt"))  # fmt: skip
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "history": result.history,
+                "metrics": metrics,
+                "runtime": result.runtime,
+            },
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -79,16 +95,23 @@ def _interrupted_then_resumed_worker(rank: int, world_size: int, port: int, out_
         state = torch.load(checkpoint, weights_only=True)
         assert (state["epoch"], state["step_in_epoch"]) == (0, 5)
         model, result, metrics = _train(out_dir, checkpoint, resume=True)
-        torch.save({"model": model.state_dict(), "history": result.history, "metrics": metrics},
-                   os.path.join(out_dir, f"resumed{rank}.pt"))  # fmt: skip
+        torch.save(
+            {"model": model.state_dict(), "history": result.history, "metrics": metrics},
+            os.path.join(out_dir, f"resumed{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
 
 def test_two_processes_killed_mid_epoch_and_resumed_end_like_one_uninterrupted_process(tmp_path):
     model, result, metrics = _train(tmp_path)
-    mp.start_processes(_interrupted_then_resumed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2,
-                       join=True, start_method="fork")  # fmt: skip
+    mp.start_processes(
+        _interrupted_then_resumed_worker,
+        args=(2, _free_port(), str(tmp_path)),
+        nprocs=2,
+        join=True,
+        start_method="fork",
+    )
     resumed = torch.load(tmp_path / "resumed0.pt", weights_only=True)
     for name, value in model.state_dict().items():
         assert torch.allclose(resumed["model"][name], value, atol=1e-5), name
@@ -149,28 +172,70 @@ def test_torchrun_two_processes_run_a_suite_and_only_rank_0_writes(tmp_path, fas
     suite = write_suite(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BENCH_DATA": "/nonexistent"}
     out = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "bench", "run", "--suite", str(suite),
-         "--data-root", str(fashion_root), "--out", str(tmp_path / "results"), "--no-progress",
-         "--leaderboard-dir", str(tmp_path / "lb"), "--work-dir", str(tmp_path / "runs")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "bench",
+            "run",
+            "--suite",
+            str(suite),
+            "--data-root",
+            str(fashion_root),
+            "--out",
+            str(tmp_path / "results"),
+            "--no-progress",
+            "--leaderboard-dir",
+            str(tmp_path / "lb"),
+            "--work-dir",
+            str(tmp_path / "runs"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("run(s) stored") == 1  # rank 0 alone reports
     (record,) = [json.loads(line) for line in (tmp_path / "results/runs/tiny.jsonl").read_text().splitlines()]
     training = record["training"]
-    assert (training["world_size"], training["global_batch_size"], training["batch_size_per_rank"]) == (2, 64, 32)  # fmt: skip
+    assert (training["world_size"], training["global_batch_size"], training["batch_size_per_rank"]) == (
+        2,
+        64,
+        32,
+    )
     assert training["backend"] == "gloo" and record["train_config"]["batch_size"] == 64
     assert (tmp_path / "lb/tiny.md").is_file() and len(list((tmp_path / "runs").rglob("last.pt"))) == 1
 
 
-@pytest.mark.parametrize(("batch_size", "processes", "device", "words"), [
-    (64, 3, "cpu", "batch_size 64 is the global batch and does not split over 3 processes; make it a multiple of 3"),
-    (2, 2, "cpu", "leaves 1 image per process, and BatchNorm cannot train on one; use a batch_size of at least 4 "
-                  "or sync_bn on GPUs"),
-    (1, 1, "cpu", "leaves 1 image per process, and BatchNorm cannot train on one; use a batch_size of at least 2"),
-])  # fmt: skip
-def test_the_plan_refuses_a_batch_the_processes_cannot_train_on(tmp_path, fashion_root, no_system_data,
-                                                                 monkeypatch, batch_size, processes, device, words):  # fmt: skip
+@pytest.mark.parametrize(
+    ("batch_size", "processes", "device", "words"),
+    [
+        (
+            64,
+            3,
+            "cpu",
+            "batch_size 64 is the global batch and does not split over 3 processes; make it a multiple of 3",
+        ),
+        (
+            2,
+            2,
+            "cpu",
+            "leaves 1 image per process, and BatchNorm cannot train on one; use a batch_size of at least 4 "
+            "or sync_bn on GPUs",
+        ),
+        (
+            1,
+            1,
+            "cpu",
+            "leaves 1 image per process, and BatchNorm cannot train on one; use a batch_size of at least 2",
+        ),
+    ],
+)
+def test_the_plan_refuses_a_batch_the_processes_cannot_train_on(
+    tmp_path, fashion_root, no_system_data, monkeypatch, batch_size, processes, device, words
+):
     from bench.commands import runner
     from bench.data import load_dataset
     from bench.engine.config import load_suite

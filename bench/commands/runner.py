@@ -40,8 +40,12 @@ class RunSpec:
     @property
     def config(self) -> dict[str, Any]:
         """What makes two runs the same experiment (the seed aside)."""
-        return {"model": self.model, "model_args": self.model_args, "dataset": self.dataset,
-                "train": dataclasses.asdict(self.train)}  # fmt: skip
+        return {
+            "model": self.model,
+            "model_args": self.model_args,
+            "dataset": self.dataset,
+            "train": dataclasses.asdict(self.train),
+        }
 
     @property
     def name(self) -> str:
@@ -52,8 +56,9 @@ class RunSpec:
         return TASKS[DATASET_TASKS[self.dataset]]
 
 
-def plan(suite: Suite, models: list[str] | None = None, seeds: list[int] | None = None,
-         epochs: int | None = None) -> list[RunSpec]:  # fmt: skip
+def plan(
+    suite: Suite, models: list[str] | None = None, seeds: list[int] | None = None, epochs: int | None = None
+) -> list[RunSpec]:
     """The runs of `suite`, optionally narrowed to `models` / `seeds`; model names are checked here."""
     chosen = models or list(suite.models)
     for name in chosen:
@@ -78,11 +83,15 @@ def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset], device
             with torch.no_grad():
                 out = model.eval()(torch.zeros(2, *shape))
         except Exception as e:  # noqa: BLE001 - any failure here is reported as the model's
-            raise PlanError(f"{registry.describe(spec.model)} cannot be built for {spec.dataset} "
-                            f"{data.input_shape}: {type(e).__name__}: {e}") from e  # fmt: skip
+            raise PlanError(
+                f"{registry.describe(spec.model)} cannot be built for {spec.dataset} "
+                f"{data.input_shape}: {type(e).__name__}: {e}"
+            ) from e
         if tuple(out.shape) != expected:
-            raise PlanError(f"{registry.describe(spec.model)} returns shape {tuple(out.shape)} for {spec.dataset}; "
-                            f"expected {expected}")  # fmt: skip
+            raise PlanError(
+                f"{registry.describe(spec.model)} returns shape {tuple(out.shape)} for {spec.dataset}; "
+                f"expected {expected}"
+            )
         _check_batch_split(spec, model, processes, device)
 
 
@@ -95,13 +104,23 @@ def _check_batch_split(spec: RunSpec, model: torch.nn.Module, processes: int, de
     synced = syncs_batchnorm(spec.train.sync_bn, processes, device)
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if per_rank < 2 and has_bn and not synced:  # one image: BatchNorm on a 1x1 map has one value
-        raise PlanError(f"{spec.name}: batch_size {batch} over {processes} process(es) leaves 1 image per process, "
-                        f"and BatchNorm cannot train on one; use a batch_size of at least {2 * processes}"
-                        + (" or sync_bn on GPUs" if processes > 1 else ""))  # fmt: skip
+        raise PlanError(
+            f"{spec.name}: batch_size {batch} over {processes} process(es) leaves 1 image per process, "
+            f"and BatchNorm cannot train on one; use a batch_size of at least {2 * processes}"
+            + (" or sync_bn on GPUs" if processes > 1 else "")
+        )
 
 
-def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, resume: bool,
-            progress: bool, submitter: str) -> Record | None:  # fmt: skip
+def run_one(
+    spec: RunSpec,
+    data: ImageDataset,
+    *,
+    device: str,
+    work_dir: Path,
+    resume: bool,
+    progress: bool,
+    submitter: str,
+) -> Record | None:
     """Train, evaluate and measure one (model, dataset, seed); returns its record (not yet stored).
 
     Under torchrun every rank trains; rank 0 alone measures and returns the record (others: None).
@@ -113,8 +132,18 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
     checkpoint = (
         work_dir / spec.suite.name / f"{spec.model}-{spec.dataset}-s{spec.seed}-{chash[:8]}" / "last.pt"
     )
-    result = train(model, data, spec.train, spec.seed, device, checkpoint, resume, progress, desc=spec.name,
-                   task=spec.task)  # fmt: skip
+    result = train(
+        model,
+        data,
+        spec.train,
+        spec.seed,
+        device,
+        checkpoint,
+        resume,
+        progress,
+        desc=spec.name,
+        task=spec.task,
+    )
     metrics, gates = None, None
     if result.status == "measured":
         accuracy = evaluate(model, data, spec.train.eval_batch_size, device, spec.task)  # every rank: reduced
@@ -126,8 +155,12 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
             model, data.measurement_set(), spec.suite.measure, device, spec.train.eval_batch_size
         )
         barrier()
-        metrics = {**accuracy, **measured, "train_time_s": result.train_time_s,
-                   "train_images_per_s": result.train_images_per_s}  # fmt: skip
+        metrics = {
+            **accuracy,
+            **measured,
+            "train_time_s": result.train_time_s,
+            "train_images_per_s": result.train_images_per_s,
+        }
     elif not world().is_main:
         return None
     info = dict(getattr(model, "bench_info", {})) | spec.task.notes
@@ -142,8 +175,13 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
         train_config=dataclasses.asdict(spec.train),
         config_hash=chash,
         dataset=spec.dataset,
-        data={"eval_digest": data.eval_digest, "train_size": len(data.train_labels),
-              "eval_size": len(data.test_labels), "input_shape": list(data.input_shape), "source": data.source},
+        data={
+            "eval_digest": data.eval_digest,
+            "train_size": len(data.train_labels),
+            "eval_size": len(data.test_labels),
+            "input_shape": list(data.input_shape),
+            "source": data.source,
+        },
         seed=spec.seed,
         status=result.status,
         failure_reason=result.failure_reason,
@@ -154,7 +192,7 @@ def run_one(spec: RunSpec, data: ImageDataset, *, device: str, work_dir: Path, r
         environment=environment(device),
         submitter=submitter,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    )  # fmt: skip
+    )
     return record
 
 
@@ -183,10 +221,20 @@ def default_submitter() -> str:
         return "unknown"
 
 
-def run_suite(suite: Suite, *, models: list[str] | None = None, seeds: list[int] | None = None,
-              epochs: int | None = None, data_root: str | None = None, device: str = "cpu",
-              store: ResultStore, work_dir: Path = Path("runs"), resume: bool = False,
-              progress: bool = True, on_record=None) -> list[Record]:  # fmt: skip
+def run_suite(
+    suite: Suite,
+    *,
+    models: list[str] | None = None,
+    seeds: list[int] | None = None,
+    epochs: int | None = None,
+    data_root: str | None = None,
+    device: str = "cpu",
+    store: ResultStore,
+    work_dir: Path = Path("runs"),
+    resume: bool = False,
+    progress: bool = True,
+    on_record=None,
+) -> list[Record]:
     """Run every planned run; each record is stored as soon as it exists, then `on_record` is called."""
     _, device = init_from_env(device)  # under torchrun: join the process group, one device per rank
     specs = plan(suite, models, seeds, epochs)
@@ -195,8 +243,15 @@ def run_suite(suite: Suite, *, models: list[str] | None = None, seeds: list[int]
     store.read()  # a store that does not validate is reported before hours of training
     records = []
     for spec in specs:
-        record = run_one(spec, datasets[spec.dataset], device=device, work_dir=work_dir, resume=resume,
-                         progress=progress, submitter=default_submitter())  # fmt: skip
+        record = run_one(
+            spec,
+            datasets[spec.dataset],
+            device=device,
+            work_dir=work_dir,
+            resume=resume,
+            progress=progress,
+            submitter=default_submitter(),
+        )
         if record is None:  # not rank 0: rank 0 stores and reports
             continue
         store.append([record])

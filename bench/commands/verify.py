@@ -47,12 +47,16 @@ class Outcome:
         if self.rerun.status == "failed":
             return f"NOT VERIFIED {head}: the re-run failed: {self.rerun.failure_reason}"
         name = METRIC_LABELS[r.metrics.quality_metric]
-        values = (f"re-run {name} {m.quality:.2f}% vs stated {r.metrics.quality:.2f}% "
-                  f"(Δ {self.delta:+.2f}, tolerance {self.tolerance:.2f})")  # fmt: skip
+        values = (
+            f"re-run {name} {m.quality:.2f}% vs stated {r.metrics.quality:.2f}% "
+            f"(Δ {self.delta:+.2f}, tolerance {self.tolerance:.2f})"
+        )
         if self.verified:
             return f"VERIFIED {head}: {values}; stored as {self.rerun.record_id} at store version {self.store_version}"
-        return (f"NOT VERIFIED {head}: {values}: misses by {abs(self.delta) - self.tolerance:.2f} points beyond "
-                "the tolerance; nothing was stored")  # fmt: skip
+        return (
+            f"NOT VERIFIED {head}: {values}: misses by {abs(self.delta) - self.tolerance:.2f} points beyond "
+            "the tolerance; nothing was stored"
+        )
 
 
 def rebuild_spec(record: Record, suite_path: str | None = None) -> RunSpec:
@@ -68,11 +72,15 @@ def rebuild_spec(record: Record, suite_path: str | None = None) -> RunSpec:
             f"--suite {suite_path} is suite {suite.name!r}, the record is of suite {record.suite!r}"
         )
     if suite.version != record.suite_version:
-        raise VerifyError(f"suite {suite.name!r} is at version {suite.version}, the record was made with version "
-                          f"{record.suite_version}; check out the code of that version to verify it")  # fmt: skip
+        raise VerifyError(
+            f"suite {suite.name!r} is at version {suite.version}, the record was made with version "
+            f"{record.suite_version}; check out the code of that version to verify it"
+        )
     if config_hash(record.run_config()) != record.config_hash:
-        raise VerifyError(f"record {record.record_id}: its configuration does not hash to its config_hash; "
-                          "the record was edited and cannot be verified")  # fmt: skip
+        raise VerifyError(
+            f"record {record.record_id}: its configuration does not hash to its config_hash; "
+            "the record was edited and cannot be verified"
+        )
     try:  # fields added to TrainConfig after the record was made take their defaults
         train = _build(TrainConfig, record.train_config, "the record's train_config")
     except SuiteError as e:
@@ -82,41 +90,66 @@ def rebuild_spec(record: Record, suite_path: str | None = None) -> RunSpec:
     return spec
 
 
-def verify(record_id: str, store: ResultStore, *, tolerance: float = DEFAULT_TOLERANCE,
-           suite_path: str | None = None, data_root: str | None = None, device: str = "cpu",
-           work_dir: str | Path | None = None, progress: bool = False,
-           submitter: str | None = None) -> Outcome:  # fmt: skip
+def verify(
+    record_id: str,
+    store: ResultStore,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    suite_path: str | None = None,
+    data_root: str | None = None,
+    device: str = "cpu",
+    work_dir: str | Path | None = None,
+    progress: bool = False,
+    submitter: str | None = None,
+) -> Outcome:
     """Re-run the record `record_id` (or a unique prefix of it) and store a verified record if it holds."""
     if not tolerance >= 0:
         raise VerifyError(f"--tolerance must be >= 0 percentage points, not {tolerance}")
     record = store.find(record_id)
     if record.status not in ("submitted", "measured"):
-        raise VerifyError(f"record {record.record_id} has status {record.status!r}; only submitted or measured "
-                          "records can be verified")  # fmt: skip
+        raise VerifyError(
+            f"record {record.record_id} has status {record.status!r}; only submitted or measured "
+            "records can be verified"
+        )
 
     def not_verified_yet(stored: list[Record]) -> None:
         done = [r for r in stored if r.verification and r.verification.record_id == record.record_id]
         if done:
-            raise VerifyError(f"record {record.record_id} is already verified by {done[0].record_id} "
-                              f"(store version {done[0].store_version})")  # fmt: skip
+            raise VerifyError(
+                f"record {record.record_id} is already verified by {done[0].record_id} "
+                f"(store version {done[0].store_version})"
+            )
 
     not_verified_yet(store.read(record.suite))  # before the re-run, and again under the store's lock
     spec = rebuild_spec(record, suite_path)
     data = load_dataset(record.dataset, data_root)
     if data.eval_digest != record.data.eval_digest:
-        raise VerifyError(f"the {record.dataset} evaluation data here (sha256 {data.eval_digest[:16]}…) is not the "
-                          f"record's ({record.data.eval_digest[:16]}…); point --data-root at the same dataset files")  # fmt: skip
+        raise VerifyError(
+            f"the {record.dataset} evaluation data here (sha256 {data.eval_digest[:16]}…) is not the "
+            f"record's ({record.data.eval_digest[:16]}…); point --data-root at the same dataset files"
+        )
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
-        rerun = run_one(spec, data, device=device, work_dir=Path(work_dir or tmp), resume=False,
-                        progress=progress, submitter=submitter or default_submitter())  # fmt: skip
+        rerun = run_one(
+            spec,
+            data,
+            device=device,
+            work_dir=Path(work_dir or tmp),
+            resume=False,
+            progress=progress,
+            submitter=submitter or default_submitter(),
+        )
     if rerun.status == "failed":
         return Outcome(record, rerun, False, float("nan"), tolerance, None)
     delta = rerun.metrics.quality - record.metrics.quality
     if abs(delta) > tolerance:
         return Outcome(record, rerun, False, delta, tolerance, None)
-    check = Verification(record_id=record.record_id, metric=record.metrics.quality_metric,
-                         submitted=record.metrics.quality, measured=rerun.metrics.quality,
-                         tolerance=tolerance)  # fmt: skip
+    check = Verification(
+        record_id=record.record_id,
+        metric=record.metrics.quality_metric,
+        submitted=record.metrics.quality,
+        measured=rerun.metrics.quality,
+        tolerance=tolerance,
+    )
     verified = rerun.model_copy(update={"status": "verified", "verification": check})  # validated by append
     version = store.append([verified], check=not_verified_yet)
     (stored,) = [r for r in store.read(record.suite, at=version) if r.store_version == version]

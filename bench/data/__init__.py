@@ -7,8 +7,13 @@ and `bench.data.synthetic` writes tiny datasets in those same formats for the te
 from bench.data.base import DatasetNotFoundError, ImageDataset, dataset_search_roots
 from bench.data.loader import DeviceLoader, batch_per_rank
 
-DATASET_TASKS = {"fashion_mnist": "classification", "cifar10": "classification", "cifar100": "classification",
-                 "imagenet": "classification", "cityscapes": "segmentation"}  # fmt: skip
+DATASET_TASKS = {
+    "fashion_mnist": "classification",
+    "cifar10": "classification",
+    "cifar100": "classification",
+    "imagenet": "classification",
+    "cityscapes": "segmentation",
+}
 DATASETS = tuple(DATASET_TASKS)
 
 

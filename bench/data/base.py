@@ -77,9 +77,21 @@ class ImageDataset:
     def train_loader(self, cfg, seed: int, device: str, rank: int, world_size: int) -> DeviceLoader:
         """Rank `rank`'s share of every global batch of `cfg.batch_size`, cropped and flipped on `device`."""
         mean, std = self.mean_std
-        return DeviceLoader(self.train_images, self.train_labels, cfg.batch_size, mean, std, device=device,
-                            shuffle=True, crop_padding=cfg.crop_padding, flip=cfg.flip, drop_last=True,
-                            seed=seed, rank=rank, world_size=world_size)  # fmt: skip
+        return DeviceLoader(
+            self.train_images,
+            self.train_labels,
+            cfg.batch_size,
+            mean,
+            std,
+            device=device,
+            shuffle=True,
+            crop_padding=cfg.crop_padding,
+            flip=cfg.flip,
+            drop_last=True,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
 
     def eval_loader(self, batch_size: int, device: str, rank: int, world_size: int) -> DeviceLoader:
         """Every `world_size`-th evaluation image from `rank` on, in batches of `batch_size`."""

@@ -60,11 +60,22 @@ class SeededSamples(torch.utils.data.Dataset):
 class StreamLoader:
     """A rank's batches of (images, targets) on `device`: DataLoader + DistributedSampler + resume offset."""
 
-    def __init__(self, dataset, batch_size: int, seed: int, device: str, rank: int, world_size: int,
-                 num_workers: int, shuffle: bool, drop_last: bool):  # fmt: skip
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        seed: int,
+        device: str,
+        rank: int,
+        world_size: int,
+        num_workers: int,
+        shuffle: bool,
+        drop_last: bool,
+    ):
         self.samples = SeededSamples(dataset, seed)
-        self.sampler = DistributedSampler(self.samples, num_replicas=world_size, rank=rank, shuffle=shuffle,
-                                          seed=seed, drop_last=drop_last)  # fmt: skip
+        self.sampler = DistributedSampler(
+            self.samples, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
         self.share = batch_per_rank(batch_size, world_size)
         self.device, self.num_workers, self.drop_last = torch.device(device), num_workers, drop_last
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
@@ -92,9 +103,15 @@ class StreamLoader:
     def __iter__(self):
         indices = self._indices()[self.first * self.share :]
         self.first = 0
-        loader = DataLoader(Subset(self.samples, indices), batch_size=self.share, shuffle=False,
-                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
-                            drop_last=self.drop_last, persistent_workers=False)  # fmt: skip
+        loader = DataLoader(
+            Subset(self.samples, indices),
+            batch_size=self.share,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=self.drop_last,
+            persistent_workers=False,
+        )
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
@@ -160,8 +177,9 @@ class FolderDataset:
 
     def configure(self, cfg) -> FolderDataset:
         """Sizes and workers from the run's TrainConfig."""
-        return dataclasses.replace(self, crop_size=cfg.crop_size, eval_resize_size=cfg.eval_resize_size,
-                                   num_workers=cfg.num_workers)  # fmt: skip
+        return dataclasses.replace(
+            self, crop_size=cfg.crop_size, eval_resize_size=cfg.eval_resize_size, num_workers=cfg.num_workers
+        )
 
     def transform(self, train: bool, normalize: bool = True):
         from torchvision import transforms as T
@@ -181,12 +199,30 @@ class FolderDataset:
         return Subset(folder, self._train_indices()) if split == "train" else folder
 
     def train_loader(self, cfg, seed: int, device: str, rank: int, world_size: int) -> StreamLoader:
-        return StreamLoader(self._split("train", True), cfg.batch_size, seed, device, rank, world_size,
-                            self.num_workers, shuffle=True, drop_last=True)  # fmt: skip
+        return StreamLoader(
+            self._split("train", True),
+            cfg.batch_size,
+            seed,
+            device,
+            rank,
+            world_size,
+            self.num_workers,
+            shuffle=True,
+            drop_last=True,
+        )
 
     def eval_loader(self, batch_size: int, device: str, rank: int, world_size: int) -> StreamLoader:
-        return StreamLoader(self._split("val", False), batch_size * world_size, 0, device, rank, world_size,
-                            self.num_workers, shuffle=False, drop_last=False)  # fmt: skip
+        return StreamLoader(
+            self._split("val", False),
+            batch_size * world_size,
+            0,
+            device,
+            rank,
+            world_size,
+            self.num_workers,
+            shuffle=False,
+            drop_last=False,
+        )
 
     def measurement_set(self, n: int | None = None) -> ImageDataset:
         """A fixed, in-memory slice of the evaluation split (uint8, centre-cropped) for gate statistics;

@@ -25,8 +25,10 @@ from torch import Tensor
 def batch_per_rank(batch_size: int, world_size: int) -> int:
     """Each process's share of the global batch, which must split evenly over the processes."""
     if batch_size % world_size:
-        raise ValueError(f"batch_size {batch_size} is the global batch and does not split over {world_size} "
-                         f"processes; make it a multiple of {world_size}")  # fmt: skip
+        raise ValueError(
+            f"batch_size {batch_size} is the global batch and does not split over {world_size} "
+            f"processes; make it a multiple of {world_size}"
+        )
     return batch_size // world_size
 
 

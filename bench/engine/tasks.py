@@ -65,9 +65,14 @@ class Classification:
             logits = model(x.to(device, non_blocking=True)).float()
             y = y.to(device, non_blocking=True)
             hits = logits.topk(k, dim=1).indices == y[:, None]
-            sums += torch.stack([hits[:, 0].sum().double(), hits.any(1).sum().double(),
-                                 F.cross_entropy(logits, y, reduction="sum").double(),
-                                 torch.tensor(len(y), dtype=torch.float64, device=device)])  # fmt: skip
+            sums += torch.stack(
+                [
+                    hits[:, 0].sum().double(),
+                    hits.any(1).sum().double(),
+                    F.cross_entropy(logits, y, reduction="sum").double(),
+                    torch.tensor(len(y), dtype=torch.float64, device=device),
+                ]
+            )
         top1, top5, loss, n = all_reduce_sum(sums).tolist()
         return {"top1_pct": 100 * top1 / n, "top5_pct": 100 * top5 / n, "eval_loss": loss / n}
 

@@ -150,8 +150,12 @@ def load_checkpoint(path: Path) -> dict | None:
             if missing:
                 raise ValueError(f"missing {missing}")
         except Exception as e:  # noqa: BLE001 - any unreadable file: fall back to the previous one
-            print(f"checkpoint {candidate} is unreadable or incomplete ({type(e).__name__}: {str(e)[:200]}); "
-                  "trying the previous checkpoint", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"checkpoint {candidate} is unreadable or incomplete ({type(e).__name__}: {str(e)[:200]}); "
+                "trying the previous checkpoint",
+                file=sys.stderr,
+                flush=True,
+            )
             continue
         if candidate != path:
             print(f"resuming from the previous checkpoint {candidate}", file=sys.stderr, flush=True)
@@ -181,12 +185,20 @@ class Run:
     runtime: dict  # what the record's `training` says about how the run was set up
 
     def autocast(self):
-        return torch.autocast(torch.device(self.device).type, dtype=self.dtype or torch.bfloat16,
-                              enabled=self.dtype is not None)  # fmt: skip
+        return torch.autocast(
+            torch.device(self.device).type, dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None
+        )
 
 
-def set_up(model: nn.Module, cfg: TrainConfig, task: Task, device: str, where: World, checkpoint: Path | None,
-           steps_per_epoch: int) -> Run:  # fmt: skip
+def set_up(
+    model: nn.Module,
+    cfg: TrainConfig,
+    task: Task,
+    device: str,
+    where: World,
+    checkpoint: Path | None,
+    steps_per_epoch: int,
+) -> Run:
     """Move the model to the device (channels_last if asked), wrap it for the process group (SyncBatchNorm
     on GPUs if asked, DDP), and build the optimizer, the lr schedule and the AMP gradient scaler."""
     per_rank = batch_per_rank(cfg.batch_size, where.world_size)
@@ -199,15 +211,35 @@ def set_up(model: nn.Module, cfg: TrainConfig, task: Task, device: str, where: W
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=dtype == torch.float16)
-    runtime = {"world_size": where.world_size, "global_batch_size": cfg.batch_size,
-               "batch_size_per_rank": per_rank, "lr": cfg.scaled_lr,
-               "lr_scaling": cfg.lr_scaling, "amp_dtype": str(dtype).removeprefix("torch.") if dtype else None,
-               "grad_scaler": scaler.is_enabled(), "channels_last": cfg.channels_last,
-               "sync_bn": sync_bn,
-               "backend": dist.get_backend() if dist.is_initialized() else None}  # fmt: skip
+    runtime = {
+        "world_size": where.world_size,
+        "global_batch_size": cfg.batch_size,
+        "batch_size_per_rank": per_rank,
+        "lr": cfg.scaled_lr,
+        "lr_scaling": cfg.lr_scaling,
+        "amp_dtype": str(dtype).removeprefix("torch.") if dtype else None,
+        "grad_scaler": scaler.is_enabled(),
+        "channels_last": cfg.channels_last,
+        "sync_bn": sync_bn,
+        "backend": dist.get_backend() if dist.is_initialized() else None,
+    }
     aux_losses = getattr(model, "aux_losses", lambda progress: {})
-    return Run(cfg, model, net, optimizer, scheduler, scaler, dtype, task.loss(cfg), task.scored, aux_losses,
-               device, where, checkpoint, runtime)  # fmt: skip
+    return Run(
+        cfg,
+        model,
+        net,
+        optimizer,
+        scheduler,
+        scaler,
+        dtype,
+        task.loss(cfg),
+        task.scored,
+        aux_losses,
+        device,
+        where,
+        checkpoint,
+        runtime,
+    )
 
 
 def _for_processes(model: nn.Module, cfg: TrainConfig, device: str, where: World, sync_bn: bool) -> nn.Module:
@@ -219,8 +251,11 @@ def _for_processes(model: nn.Module, cfg: TrainConfig, device: str, where: World
     if sync_bn:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     elif cfg.sync_bn and where.is_main:  # torch's SyncBatchNorm runs on GPUs only
-        print("sync_bn: BatchNorm statistics stay per process on CPU (recorded as sync_bn false)",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            "sync_bn: BatchNorm statistics stay per process on CPU (recorded as sync_bn false)",
+            file=sys.stderr,
+            flush=True,
+        )
     cuda = torch.device(device).type == "cuda"
     return nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device).index] if cuda else None)
 
@@ -260,12 +295,22 @@ def save(run: Run, result: TrainResult, epoch: int, step_in_epoch: int, sums: Ep
     gathered = all_gather_objects((rng_state(run.device), sums.state() if sums is not None else None))
     rngs, partials = [g[0] for g in gathered], [g[1] for g in gathered]
     if run.checkpoint is not None and run.where.is_main:
-        _save_checkpoint({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-                          "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "rng": rngs,
-                          "epoch": epoch, "step_in_epoch": step_in_epoch,
-                          "partial": partials if sums is not None else None,
-                          "history": result.history, "train_time_s": result.train_time_s,
-                          "world_size": run.where.world_size}, run.checkpoint)  # fmt: skip
+        _save_checkpoint(
+            {
+                "model": run.model.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "scaler": run.scaler.state_dict(),
+                "rng": rngs,
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch,
+                "partial": partials if sums is not None else None,
+                "history": result.history,
+                "train_time_s": result.train_time_s,
+                "world_size": run.where.world_size,
+            },
+            run.checkpoint,
+        )
 
 
 def _save_checkpoint(state: dict, path: Path) -> None:  # a seam: the tests interrupt a run here
@@ -304,19 +349,33 @@ class EpochSums:
 
     def state(self) -> dict:
         """The sums as a checkpoint's `partial` holds them (CPU tensors)."""
-        return {"loss_sum": self.loss.cpu(), "correct": self.correct.cpu(), "seen": self.seen.cpu(),
-                "aux_sums": {k: v.cpu() for k, v in self.aux.items()}}  # fmt: skip
+        return {
+            "loss_sum": self.loss.cpu(),
+            "correct": self.correct.cpu(),
+            "seen": self.seen.cpu(),
+            "aux_sums": {k: v.cpu() for k, v in self.aux.items()},
+        }
 
     def summary(self, epoch: int, steps: int, world_size: int) -> dict:
         """The epoch's history entry, summed over ranks: loss and top-1 per counted item, aux losses per step."""
         names = sorted(self.aux)
         device = self.loss.device
-        totals = all_reduce_sum(torch.stack([self.loss.float(), self.correct.float(), self.seen.float(),
-                                             *[torch.as_tensor(self.aux[k], device=device).float() for k in names]]))  # fmt: skip
+        totals = all_reduce_sum(
+            torch.stack(
+                [
+                    self.loss.float(),
+                    self.correct.float(),
+                    self.seen.float(),
+                    *[torch.as_tensor(self.aux[k], device=device).float() for k in names],
+                ]
+            )
+        )
         totals = totals.tolist()
-        return {"epoch": epoch + 1, "train_loss": totals[0] / totals[2],
-                "train_top1_pct": 100 * totals[1] / totals[2]} | {
-            f"aux_{k}": v / world_size / steps for k, v in zip(names, totals[3:], strict=True)}  # fmt: skip
+        return {
+            "epoch": epoch + 1,
+            "train_loss": totals[0] / totals[2],
+            "train_top1_pct": 100 * totals[1] / totals[2],
+        } | {f"aux_{k}": v / world_size / steps for k, v in zip(names, totals[3:], strict=True)}
 
 
 class Clock:
@@ -346,8 +405,12 @@ def log_progress(bar: tqdm, sums: EpochSums, clock: Clock, epoch: int, epochs: i
     mean_loss = totals[0].item() / totals[2].item()
     if not math.isfinite(mean_loss):
         raise NonFiniteLoss(f"non-finite training loss at epoch {epoch + 1}, step {done}")
-    bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{mean_loss:.3f}",
-                    acc=f"{100 * totals[1].item() / totals[2].item():.1f}", img_s=f"{clock.images_per_s():.0f}")  # fmt: skip
+    bar.set_postfix(
+        epoch=f"{epoch + 1}/{epochs}",
+        loss=f"{mean_loss:.3f}",
+        acc=f"{100 * totals[1].item() / totals[2].item():.1f}",
+        img_s=f"{clock.images_per_s():.0f}",
+    )
     bar.update(LOG_EVERY if done % LOG_EVERY == 0 else done % LOG_EVERY)
 
 
@@ -378,8 +441,15 @@ def train(
     run = set_up(model, cfg, task, device, where, checkpoint, steps_per_epoch=len(loader))
     result = TrainResult(status="measured", runtime=run.runtime)
     start = resume_from(checkpoint if resume else None, run, result)
-    bar = tqdm(total=cfg.epochs * len(loader), initial=start.epoch * len(loader) + start.step, desc=desc,
-               disable=not progress or not where.is_main, leave=False, mininterval=1.0, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=cfg.epochs * len(loader),
+        initial=start.epoch * len(loader) + start.step,
+        desc=desc,
+        disable=not progress or not where.is_main,
+        leave=False,
+        mininterval=1.0,
+        dynamic_ncols=True,
+    )
     for epoch in range(start.epoch, cfg.epochs):
         first, partial = (start.step, start.partial) if epoch == start.epoch else (0, None)
         try:
@@ -397,8 +467,9 @@ def train(
     return result
 
 
-def train_one_epoch(run: Run, loader, epoch: int, first: int, partial: dict | None, result: TrainResult,
-                    bar: tqdm) -> EpochSums:  # fmt: skip
+def train_one_epoch(
+    run: Run, loader, epoch: int, first: int, partial: dict | None, result: TrainResult, bar: tqdm
+) -> EpochSums:
     """One pass over `loader` from batch `first` (resuming mid-epoch; `partial`: this rank's sums of the
     batches before it), with a checkpoint every `checkpoint_every_steps`; returns this rank's sums."""
     cfg, steps = run.cfg, len(loader)
