@@ -260,39 +260,40 @@ def imagenet_resnet(
     return model
 
 
+LAYOUT_DEFAULTS = {"v1": {"layout": "v1"}}  # registry defaults of the builders named `*_v1`
+
+
 @register_model
-def resnet18(num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs) -> ImageNetResNet:
+def resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
     """ImageNet ResNet-18 (torchvision's definition)."""
-    return imagenet_resnet(18, num_classes, in_chans, layout, **kwargs)
+    return imagenet_resnet(18, num_classes, in_chans, **kwargs)
 
 
 @register_model
-def resnet34(num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs) -> ImageNetResNet:
+def resnet34(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
     """ImageNet ResNet-34 (torchvision's definition)."""
-    return imagenet_resnet(34, num_classes, in_chans, layout, **kwargs)
+    return imagenet_resnet(34, num_classes, in_chans, **kwargs)
 
 
 @register_model
-def resnet50(num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs) -> ImageNetResNet:
+def resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
     """ImageNet ResNet-50 (torchvision's definition); `layout` v1 or v1.5."""
-    return imagenet_resnet(50, num_classes, in_chans, layout, **kwargs)
+    return imagenet_resnet(50, num_classes, in_chans, **kwargs)
 
 
 @register_model
-def resnet101(num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs) -> ImageNetResNet:
+def resnet101(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
     """ImageNet ResNet-101 (torchvision's definition); `layout` v1 or v1.5."""
-    return imagenet_resnet(101, num_classes, in_chans, layout, **kwargs)
+    return imagenet_resnet(101, num_classes, in_chans, **kwargs)
 
 
-@register_model(layout="v1")
-def resnet50_v1(num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs) -> ImageNetResNet:
+@register_model(**LAYOUT_DEFAULTS["v1"])
+def resnet50_v1(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
     """ImageNet ResNet-50 with the stride on the first 1×1 of a bottleneck (He et al.'s layout)."""
-    return imagenet_resnet(50, num_classes, in_chans, layout, **kwargs)
+    return imagenet_resnet(50, num_classes, in_chans, **kwargs)
 
 
-@register_model(layout="v1")
-def resnet101_v1(
-    num_classes: int = 1000, in_chans: int = 3, layout: str = "v1.5", **kwargs
-) -> ImageNetResNet:
+@register_model(**LAYOUT_DEFAULTS["v1"])
+def resnet101_v1(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
     """ImageNet ResNet-101 with the stride on the first 1×1 of a bottleneck (He et al.'s layout)."""
-    return imagenet_resnet(101, num_classes, in_chans, layout, **kwargs)
+    return imagenet_resnet(101, num_classes, in_chans, **kwargs)

@@ -25,8 +25,8 @@ from functools import cache, partial
 import torch
 from torch import nn
 
-from baselines.resnet_cifar import cifar_resnet
-from baselines.resnet_imagenet import ARCHS, TORCHVISION_WIDTHS, imagenet_resnet
+from baselines.resnet_cifar import CifarResNet, cifar_resnet
+from baselines.resnet_imagenet import ARCHS, TORCHVISION_WIDTHS, ImageNetResNet, imagenet_resnet
 from bench.registry import register_model
 
 CIFAR_WIDTHS = (16, 32, 64)
@@ -48,10 +48,9 @@ def n_params(model: nn.Module) -> int:
 
 
 def base_network(
-    base: str, num_classes: int, in_chans: int, **kwargs
+    depth: int, num_classes: int, in_chans: int, **kwargs
 ) -> tuple[Callable, tuple[int, ...], dict]:
-    """A function widths -> network for the ResNet named `base`, its usual widths, and facts for bench_info."""
-    depth = int(base.removeprefix("resnet")) if base.removeprefix("resnet").isdigit() else -1
+    """A function widths -> network for the ResNet of `depth`, its usual widths, and facts for bench_info."""
     if depth in ARCHS:
         make, base_widths = (
             partial(imagenet_resnet, depth, num_classes, in_chans, **kwargs),
@@ -61,7 +60,7 @@ def base_network(
         make, base_widths = partial(cifar_resnet, depth, num_classes, in_chans, **kwargs), CIFAR_WIDTHS
     else:
         raise ValueError(
-            f"no ResNet-Wider for {base!r}: use a CIFAR resnet<6n+2>, resnet164 or resnet18/34/50/101"
+            f"no ResNet-Wider for depth {depth}: use a CIFAR resnet<6n+2>, resnet164 or resnet18/34/50/101"
         )
     with torch.device("meta"):  # the builder's facts (block, layout); shapes only, no RNG drawn
         info = make(widths=base_widths).bench_info
@@ -107,13 +106,15 @@ def multiplier_for(make: Callable, base_widths: tuple[int, ...], target_params: 
 
 
 def wider_resnet(
-    base: str, num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
-) -> nn.Module:
-    """ResNet `base` with every layer widened by one multiplier to about `target_params` parameters.
+    depth: int, num_classes: int = 10, in_chans: int = 3, target_params: int | None = None, **kwargs
+) -> CifarResNet | ImageNetResNet:
+    """The ResNet of `depth` (`base_network`) with every layer widened by one multiplier to about
+    `target_params` parameters.
 
     `target_params=None` uses the GaterNet estimate of this module's docstring (CIFAR bases only).
     """
-    make, base_widths, info = base_network(base, num_classes, in_chans, **kwargs)
+    base = f"resnet{depth}"
+    make, base_widths, info = base_network(depth, num_classes, in_chans, **kwargs)
     if target_params is None:
         if base_widths != CIFAR_WIDTHS:
             raise ValueError(
@@ -141,24 +142,24 @@ def wider_resnet(
 
 
 @register_model
-def resnet20_wider(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+def resnet20_wider(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
     """resnet20 widened to `target_params` (default: the GaterNet-resnet20 size estimate)."""
-    return wider_resnet("resnet20", num_classes, in_chans, **kwargs)
+    return wider_resnet(20, num_classes, in_chans, **kwargs)
 
 
 @register_model
-def resnet56_wider(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+def resnet56_wider(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
     """resnet56 widened to `target_params` (default: the GaterNet-resnet56 size estimate)."""
-    return wider_resnet("resnet56", num_classes, in_chans, **kwargs)
+    return wider_resnet(56, num_classes, in_chans, **kwargs)
 
 
 @register_model
-def resnet110_wider(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+def resnet110_wider(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
     """resnet110 widened to `target_params` (default: the GaterNet-resnet110 size estimate)."""
-    return wider_resnet("resnet110", num_classes, in_chans, **kwargs)
+    return wider_resnet(110, num_classes, in_chans, **kwargs)
 
 
 @register_model
-def resnet164_wider(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+def resnet164_wider(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
     """resnet164 widened to `target_params` (default: the GaterNet-resnet164 size estimate)."""
-    return wider_resnet("resnet164", num_classes, in_chans, **kwargs)
+    return wider_resnet(164, num_classes, in_chans, **kwargs)

@@ -277,34 +277,34 @@ def ce_preact(num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kw
 # --- builders: every CEConfig field is a per-model default (a suite's model_args override them) ------
 
 _CONFIG_DEFAULTS = dataclasses.asdict(CEConfig())
+CE_DEFAULTS = {"resnet": _CONFIG_DEFAULTS, "preact": {"layout": "v1", **_CONFIG_DEFAULTS}}
 
 
-@register_model(**_CONFIG_DEFAULTS)
+@register_model(**CE_DEFAULTS["resnet"])
 def ce_resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
     """ce_resnet18: torchvision ResNet with CE blocks (stem, layer1–3)."""
     return ce_imagenet(18, num_classes, in_chans, **kwargs)
 
 
-@register_model(**_CONFIG_DEFAULTS)
+@register_model(**CE_DEFAULTS["resnet"])
 def ce_resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
     """ce_resnet50: torchvision ResNet with CE blocks (stem, layer1–3)."""
     return ce_imagenet(50, num_classes, in_chans, **kwargs)
 
 
-@register_model(**_CONFIG_DEFAULTS)
+@register_model(**CE_DEFAULTS["resnet"])
 def ce_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
     """ce_resnet20: CIFAR ResNet-20 with CE blocks (stem, stages 1–2)."""
     return ce_cifar(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(**_CONFIG_DEFAULTS)
+@register_model(**CE_DEFAULTS["resnet"])
 def ce_resnet56(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
     """ce_resnet56: CIFAR ResNet-56 with CE blocks (stem, stages 1–2)."""
     return ce_cifar(56, num_classes, in_chans, **kwargs)
 
 
-@register_model(layout="v1", **_CONFIG_DEFAULTS)
-def ce_resnet164(num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kwargs) -> PreActCifarResNet:
-    """Pre-activation CIFAR ResNet-164 (`resnet164`) with CE after bn3 of the units of stages 1–2 and
-    after the first unit's bn1 (the stem's pre-activation)."""
-    return ce_preact(num_classes, in_chans, layout, **kwargs)
+@register_model(**CE_DEFAULTS["preact"])
+def ce_resnet164(num_classes: int = 10, in_chans: int = 3, **kwargs) -> PreActCifarResNet:
+    """ce_resnet164: pre-activation CIFAR ResNet-164 with CE after bn3 (stages 1–2) and the stem's bn1."""
+    return ce_preact(num_classes, in_chans, **kwargs)

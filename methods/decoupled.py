@@ -348,130 +348,180 @@ def dcnet(
     return model
 
 
-def dcnet_resnet20(name: str, num_classes: int, in_chans: int, **kwargs) -> DCNetResNet:
-    """The CIFAR ResNet-20 (option-A shortcuts) with every 3×3 conv decoupled."""
-    return dcnet(name, 3, (16, 32, 64), "A", True, num_classes, in_chans, **kwargs)
+DCNET_ARCHS = {  # depth -> blocks per stage, widths, shortcut, stem ReLU
+    20: (3, (16, 32, 64), "A", True),  # the CIFAR ResNet-20 (option-A shortcuts)
+    32: (
+        5,
+        (96, 192, 384),
+        "B",
+        False,
+    ),  # the official CIFAR-100 network (projection shortcuts, no stem ReLU)
+}
 
 
-def dcnet_resnet32w96(name: str, num_classes: int, in_chans: int, **kwargs) -> DCNetResNet:
-    """The official CIFAR-100 network (widths 96/192/384, projection shortcuts, no stem ReLU)."""
-    return dcnet(name, 5, (96, 192, 384), "B", False, num_classes, in_chans, **kwargs)
+def dcnet_resnet(depth: int, num_classes: int, in_chans: int, **kwargs) -> DCNetResNet:
+    """The DCNets CIFAR ResNet of `depth` (`DCNET_ARCHS`) with every 3×3 conv decoupled (unless
+    `decoupled=False`)."""
+    return dcnet(f"DCNet ResNet-{depth}", *DCNET_ARCHS[depth], num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="sphere", angular="cos")
+DCNET_VARIANTS = {  # registry defaults (DCConfig fields) by variant: magnitude, angular function, bn
+    "sphere_cos": {"magnitude": "sphere", "angular": "cos"},
+    "ball_cos": {"magnitude": "ball", "angular": "cos"},
+    "tanh_cos": {"magnitude": "tanh", "angular": "cos"},
+    "linear_cos": {"magnitude": "linear", "angular": "cos"},
+    "seg_cos": {"magnitude": "seg", "angular": "cos"},
+    "log_cos": {"magnitude": "log", "angular": "cos"},
+    "mix_cos": {"magnitude": "mix", "angular": "cos"},
+    "sphere_linear": {"magnitude": "sphere", "angular": "linear"},
+    "sphere_sigmoid": {"magnitude": "sphere", "angular": "sigmoid"},
+    "sphere_sqcos": {"magnitude": "sphere", "angular": "sqcos"},
+    "tanh_linear": {"magnitude": "tanh", "angular": "linear"},
+    "tanh_sigmoid": {"magnitude": "tanh", "angular": "sigmoid"},
+    "tanh_sqcos": {"magnitude": "tanh", "angular": "sqcos"},
+    "linear_linear": {"magnitude": "linear", "angular": "linear"},
+    "linear_sigmoid": {"magnitude": "linear", "angular": "sigmoid"},
+    "linear_sqcos": {"magnitude": "linear", "angular": "sqcos"},
+    "linear_sqcos_nobn": {"magnitude": "linear", "angular": "sqcos", "bn": False},
+}
+
+
+@register_model(**DCNET_VARIANTS["sphere_cos"])
 def dcnet_sphere_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_sphere_cos_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: sphere magnitude, cosine angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="ball", angular="cos")
+@register_model(**DCNET_VARIANTS["ball_cos"])
 def dcnet_ball_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_ball_cos_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: ball magnitude, cosine angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="tanh", angular="cos")
+@register_model(**DCNET_VARIANTS["tanh_cos"])
 def dcnet_tanh_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_tanh_cos_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: tanh magnitude, cosine angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="linear", angular="cos")
+@register_model(**DCNET_VARIANTS["linear_cos"])
 def dcnet_linear_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_linear_cos_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: linear magnitude, cosine angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="seg", angular="cos")
+@register_model(**DCNET_VARIANTS["seg_cos"])
 def dcnet_seg_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_seg_cos_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: seg magnitude, cosine angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="log", angular="cos")
+@register_model(**DCNET_VARIANTS["log_cos"])
 def dcnet_log_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_log_cos_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: log magnitude, cosine angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="mix", angular="cos")
+@register_model(**DCNET_VARIANTS["mix_cos"])
 def dcnet_mix_cos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_mix_cos_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: mix magnitude, cosine angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="sphere", angular="linear")
+@register_model(**DCNET_VARIANTS["sphere_linear"])
 def dcnet_sphere_linear_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_sphere_linear_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: sphere magnitude, linear angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="sphere", angular="sigmoid")
+@register_model(**DCNET_VARIANTS["sphere_sigmoid"])
 def dcnet_sphere_sigmoid_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_sphere_sigmoid_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: sphere magnitude, sigmoid angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="sphere", angular="sqcos")
+@register_model(**DCNET_VARIANTS["sphere_sqcos"])
 def dcnet_sphere_sqcos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_sphere_sqcos_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: sphere magnitude, squared-cosine angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="tanh", angular="linear")
+@register_model(**DCNET_VARIANTS["tanh_linear"])
 def dcnet_tanh_linear_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_tanh_linear_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: tanh magnitude, linear angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="tanh", angular="sigmoid")
+@register_model(**DCNET_VARIANTS["tanh_sigmoid"])
 def dcnet_tanh_sigmoid_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_tanh_sigmoid_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: tanh magnitude, sigmoid angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="tanh", angular="sqcos")
+@register_model(**DCNET_VARIANTS["tanh_sqcos"])
 def dcnet_tanh_sqcos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_tanh_sqcos_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: tanh magnitude, squared-cosine angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="linear", angular="linear")
+@register_model(**DCNET_VARIANTS["linear_linear"])
 def dcnet_linear_linear_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_linear_linear_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: linear magnitude, linear angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="linear", angular="sigmoid")
+@register_model(**DCNET_VARIANTS["linear_sigmoid"])
 def dcnet_linear_sigmoid_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_linear_sigmoid_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: linear magnitude, sigmoid angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="linear", angular="sqcos")
+@register_model(**DCNET_VARIANTS["linear_sqcos"])
 def dcnet_linear_sqcos_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_linear_sqcos_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: linear magnitude, squared-cosine angular function."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="linear", angular="sqcos", bn=False)
+@register_model(**DCNET_VARIANTS["linear_sqcos_nobn"])
 def dcnet_linear_sqcos_nobn_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet20("dcnet_linear_sqcos_nobn_resnet20", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-20: linear magnitude, squared-cosine angular function, no BN."""
+    return dcnet_resnet(20, num_classes, in_chans, **kwargs)
 
 
 # the official CIFAR-100 network: its five variant directories, and the same network with plain convs
 
 
-@register_model(magnitude="tanh", angular="cos")
+@register_model(**DCNET_VARIANTS["tanh_cos"])
 def dcnet_tanh_cos_resnet32w96(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet32w96("dcnet_tanh_cos_resnet32w96", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-32 (widths 96/192/384): tanh magnitude, cosine angular function."""
+    return dcnet_resnet(32, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="ball", angular="cos")
+@register_model(**DCNET_VARIANTS["ball_cos"])
 def dcnet_ball_cos_resnet32w96(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet32w96("dcnet_ball_cos_resnet32w96", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-32 (widths 96/192/384): ball magnitude, cosine angular function."""
+    return dcnet_resnet(32, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="seg", angular="cos")
+@register_model(**DCNET_VARIANTS["seg_cos"])
 def dcnet_seg_cos_resnet32w96(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet32w96("dcnet_seg_cos_resnet32w96", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-32 (widths 96/192/384): seg magnitude, cosine angular function."""
+    return dcnet_resnet(32, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="linear", angular="cos")
+@register_model(**DCNET_VARIANTS["linear_cos"])
 def dcnet_linear_cos_resnet32w96(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet32w96("dcnet_linear_cos_resnet32w96", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-32 (widths 96/192/384): linear magnitude, cosine angular function."""
+    return dcnet_resnet(32, num_classes, in_chans, **kwargs)
 
 
-@register_model(magnitude="linear", angular="sqcos", bn=False)
+@register_model(**DCNET_VARIANTS["linear_sqcos_nobn"])
 def dcnet_linear_sqcos_nobn_resnet32w96(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
-    return dcnet_resnet32w96("dcnet_linear_sqcos_nobn_resnet32w96", num_classes, in_chans, **kwargs)
+    """DCNet ResNet-32 (widths 96/192/384): linear magnitude, squared-cosine angular function, no BN."""
+    return dcnet_resnet(32, num_classes, in_chans, **kwargs)
 
 
 @register_model
 def resnet32w96(num_classes: int = 10, in_chans: int = 3, **kwargs) -> DCNetResNet:
     """The plain control: the official DCNets CIFAR-100 network with ordinary convs."""
-    return dcnet_resnet32w96("resnet32w96", num_classes, in_chans, decoupled=False, **kwargs)
+    return dcnet_resnet(32, num_classes, in_chans, decoupled=False, **kwargs)

@@ -72,8 +72,8 @@ import torch
 from torch import Tensor, nn
 
 from baselines.resnet_cifar import BasicBlock, CifarResNet, PreActBottleneck, PreActCifarResNet
+from baselines.resnet_imagenet import ARCHS, Bottleneck, ImageNetResNet
 from baselines.resnet_imagenet import BasicBlock as ImageNetBasicBlock
-from baselines.resnet_imagenet import Bottleneck, ImageNetResNet
 from baselines.slots import set_gating
 from bench import sparse
 from bench.gates import GateSite
@@ -294,9 +294,23 @@ class GaterNetImageNet(GaterNetMixin, ImageNetResNet):
         self.bench_info["layout"] = "v1.5"
 
 
-def gaternet_cifar(depth: int, num_classes: int = 10, in_chans: int = 3, **kwargs) -> GaterNetCifar:
-    """GaterNet with a CIFAR ResNet backbone of `depth` and a ResNet-20 gater."""
+def gaternet_cifar(
+    depth: int, num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kwargs
+) -> GaterNetCifar | GaterNetPreAct:
+    """GaterNet with a CIFAR ResNet backbone of `depth` (6n + 2, or the pre-activation ResNet-164 with
+    its bottleneck stride at `layout`) and a ResNet-20 gater."""
+    if depth == 164:
+        return GaterNetPreAct(num_classes, in_chans, GaterNetConfig(**kwargs), layout)
     return GaterNetCifar((depth - 2) // 6, num_classes, in_chans, GaterNetConfig(**kwargs))
+
+
+def gaternet_imagenet(depth: int, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> GaterNetImageNet:
+    """GaterNet with torchvision's bottleneck ResNet of `depth` (v1.5 layout) and, unless `kwargs` say
+    otherwise, a ResNet-18 gater and bottleneck width b = 256."""
+    kwargs = {"b": 256, "gater_arch": "resnet18", **kwargs}
+    return GaterNetImageNet(
+        ARCHS[depth][1], num_classes, in_chans, GaterNetConfig(**kwargs), f"resnet{depth}"
+    )
 
 
 @register_model
@@ -318,15 +332,12 @@ def gaternet_resnet110(num_classes: int = 10, in_chans: int = 3, **kwargs) -> Ga
 
 
 @register_model
-def gaternet_resnet164(
-    num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kwargs
-) -> GaterNetPreAct:
+def gaternet_resnet164(num_classes: int = 10, in_chans: int = 3, **kwargs) -> GaterNetPreAct:
     """GaterNet with the pre-activation bottleneck ResNet-164 backbone and a ResNet-20 gater."""
-    return GaterNetPreAct(num_classes, in_chans, GaterNetConfig(**kwargs), layout)
+    return gaternet_cifar(164, num_classes, in_chans, **kwargs)
 
 
 @register_model
 def gaternet_resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> GaterNetImageNet:
     """GaterNet with a torchvision ResNet-50 backbone (v1.5 layout) and a ResNet-18 gater."""
-    kwargs = {"b": 256, "gater_arch": "resnet18", **kwargs}
-    return GaterNetImageNet([3, 4, 6, 3], num_classes, in_chans, GaterNetConfig(**kwargs), "resnet50")
+    return gaternet_imagenet(50, num_classes, in_chans, **kwargs)

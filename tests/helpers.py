@@ -3,9 +3,11 @@
 import multiprocessing as mp
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
+from bench.data import DatasetNotFoundError, load_dataset
 from bench.gates import collect
 
 TINY_SUITE = """
@@ -61,6 +63,18 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def assert_penalty_closes_gates(
+    make_model, weak: float, strong: float, margin: float, steps: int = 30
+) -> None:
+    """`make_model(weight)` with the `strong` gate penalty weight leaves, after the same few training steps
+    (seed 0), a fraction of open gates at least `margin` below the one with the `weak` weight."""
+    fractions = []
+    for weight in (weak, strong):
+        torch.manual_seed(0)
+        fractions.append(open_gate_fraction_after_training(make_model(weight), steps))
+    assert fractions[1] < fractions[0] - margin, fractions
+
+
 def open_gate_fraction_after_training(model: nn.Module, steps: int = 30) -> float:
     """Train `model` (4 classes, 1×12×12 inputs) for a few steps on a learnable toy task with its
     aux losses, then return the mean of its eval-mode gates over the 64 training images."""
@@ -81,3 +95,10 @@ def open_gate_fraction_after_training(model: nn.Module, steps: int = 30) -> floa
     with torch.no_grad():
         model(x)
     return float(torch.cat([g for _, g in collect(model).values()], dim=1).mean())
+
+
+def assert_missing_data_error(monkeypatch, dataset: str, root: Path, match: str) -> None:
+    """Loading `dataset` from an empty `root` (and no BENCH_DATA) raises DatasetNotFoundError matching `match`."""
+    monkeypatch.delenv("BENCH_DATA", raising=False)
+    with pytest.raises(DatasetNotFoundError, match=match):
+        load_dataset(dataset, str(root))

@@ -21,7 +21,7 @@ from methods.batch_shaping import (
     beta_pdf,
     regularized_incomplete_beta,
 )
-from tests.helpers import open_gate_fraction_after_training
+from tests.helpers import assert_penalty_closes_gates
 
 
 def quadrature_cdf(x: float, a: float, b: float, n: int = 100_001) -> float:
@@ -250,10 +250,9 @@ def test_bench_info_lists_unconfirmed_defaults():
     assert {"prior_alpha", "prior_beta", "bas_weight", "tau", "l0_weight"} <= set(info["unconfirmed"])
 
 
-def active_fraction_after_training(l0_weight: float, steps: int = 30) -> float:
-    torch.manual_seed(0)
+def bas_with_l0_weight(l0_weight: float) -> nn.Module:
     # gates start undecided (bias 0, not the default 3), so that a few dozen steps can move them
-    model = create_model(
+    return create_model(
         "bas_resnet20",
         num_classes=4,
         in_chans=1,
@@ -262,12 +261,10 @@ def active_fraction_after_training(l0_weight: float, steps: int = 30) -> float:
         l0_end=0.0,
         gate_bias_init=0.0,
     )
-    return open_gate_fraction_after_training(model, steps)
 
 
 def test_larger_l0_weight_leaves_fewer_gates_open():
-    weak, strong = active_fraction_after_training(0.0), active_fraction_after_training(20.0)
-    assert strong < weak - 0.2, (weak, strong)
+    assert_penalty_closes_gates(bas_with_l0_weight, weak=0.0, strong=20.0, margin=0.2)
 
 
 def test_executed_macs_from_the_recorded_gates():

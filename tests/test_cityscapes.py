@@ -9,10 +9,10 @@ from PIL import Image
 from torch import nn
 from torchvision.datasets import Cityscapes
 
-from bench.data import DatasetNotFoundError, load_dataset
 from bench.data.cityscapes import IGNORE_INDEX, train_id_table
 from bench.engine.config import load_suite, parse_suite
 from bench.engine.tasks import AUX_LOSS_WEIGHT, evaluate_segmentation, segmentation_loss
+from tests.helpers import assert_missing_data_error
 
 IDS = [c.id for c in Cityscapes.classes if c.id >= 0]
 
@@ -122,9 +122,9 @@ def test_pspnet_plain_and_gated_train_evaluate_and_give_records(tmp_path, monkey
 
 
 def test_missing_data_names_the_download_page_and_the_layout(tmp_path, monkeypatch):
-    monkeypatch.delenv("BENCH_DATA", raising=False)
-    with pytest.raises(DatasetNotFoundError, match=r"cityscapes-dataset\.com.*gtFine_labelIds"):
-        load_dataset("cityscapes", str(tmp_path))
+    assert_missing_data_error(
+        monkeypatch, "cityscapes", tmp_path, r"cityscapes-dataset\.com.*gtFine_labelIds"
+    )
 
 
 def test_the_cityscapes_suite():

@@ -12,7 +12,7 @@ from bench.measure import static_macs
 from bench.measure.macs import gate_network_macs, module_macs
 from bench.registry import create_model
 from methods.gaternet import ImprovedSemHash, saturating_sigmoid
-from tests.helpers import open_gate_fraction_after_training
+from tests.helpers import assert_penalty_closes_gates
 
 RESNET20_FILTERS = 3 * 2 * (16 + 32 + 64)  # every conv filter of the 9 residual blocks
 
@@ -237,17 +237,12 @@ def test_bench_info_lists_unconfirmed_choices():
     assert info["layout"] == "v1.5" and create_model("gaternet_resnet164", 10).bench_info["layout"] == "v1"
 
 
-def active_fraction_after_training(sparsity_weight: float, steps: int = 30) -> float:
-    torch.manual_seed(0)
-    model = create_model(
-        "gaternet_resnet20", num_classes=4, in_chans=1, b=16, sparsity_weight=sparsity_weight
-    )
-    return open_gate_fraction_after_training(model, steps)
+def gaternet_with_sparsity_weight(sparsity_weight: float) -> nn.Module:
+    return create_model("gaternet_resnet20", num_classes=4, in_chans=1, b=16, sparsity_weight=sparsity_weight)
 
 
 def test_larger_sparsity_weight_leaves_fewer_gates_open():
-    weak, strong = active_fraction_after_training(0.0), active_fraction_after_training(5.0)
-    assert strong < weak - 0.1, (weak, strong)
+    assert_penalty_closes_gates(gaternet_with_sparsity_weight, weak=0.0, strong=5.0, margin=0.1)
 
 
 def test_executed_macs_from_the_recorded_gates():

@@ -7,10 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.data import DatasetNotFoundError, load_dataset
+from bench.data import load_dataset
 from bench.data.imagenet import FolderDataset
 from bench.engine.config import TrainConfig, load_suite, parse_suite
 from bench.registry import list_models
+from tests.helpers import assert_missing_data_error
 
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
 
@@ -103,9 +104,7 @@ def test_streamed_batches_follow_the_seed_and_resume_mid_epoch(imagenet_root):
 
 
 def test_missing_data_names_the_download_page_and_the_layout(tmp_path, monkeypatch):
-    monkeypatch.delenv("BENCH_DATA", raising=False)
-    with pytest.raises(DatasetNotFoundError, match=r"image-net\.org.*ROOT/train/<wnid>"):
-        load_dataset("imagenet", str(tmp_path))
+    assert_missing_data_error(monkeypatch, "imagenet", tmp_path, r"image-net\.org.*ROOT/train/<wnid>")
 
 
 def test_the_imagenet_suite_names_the_standard_recipe_and_registered_models():

@@ -114,27 +114,13 @@ def test_confirmed_numbers_are_shown_with_the_delta_and_unconfirmed_ones_are_not
     store = ResultStore(tmp_path / "results")
     (tmp_path / "results" / "paper").mkdir(parents=True)
     (tmp_path / "results" / "paper" / "he.toml").write_text(HE)
+    se_resnet50 = {"suite": "s", "dataset": "cifar10", "model": "se_resnet50", "model_family": "se_resnet"}
     store.append(
         [
             make_record(0, suite="s", dataset="cifar10", top1=90.0),
             make_record(0, suite="s", dataset="cifar100", top1=60.0),
-            make_record(
-                0,
-                suite="s",
-                dataset="cifar10",
-                model="se_resnet50",
-                model_family="se_resnet",
-                model_info={"layout": "v1.5"},
-            ),
-            make_record(
-                0,
-                suite="s",
-                dataset="cifar10",
-                model="se_resnet50",
-                model_family="se_resnet",
-                model_info={"layout": "v1"},
-                config_hash="c" * 64,
-            ),
+            make_record(0, **se_resnet50, model_info={"layout": "v1.5"}),
+            make_record(0, **se_resnet50, model_info={"layout": "v1"}, config_hash="c" * 64),
         ]
     )
     write_leaderboard(store, tmp_path / "lb", suite="s")

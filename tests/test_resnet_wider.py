@@ -38,8 +38,8 @@ def test_resnet20_wider_default_target_and_bench_info():
 
 @pytest.mark.parametrize("target", [300_000, 1_000_000])
 def test_reached_count_is_the_closest_of_all_multipliers(target):
-    make, base_widths, _ = base_network("resnet20", 10, 3)
-    model = wider_resnet("resnet20", 10, 3, target_params=target)
+    make, base_widths, _ = base_network(20, 10, 3)
+    model = wider_resnet(20, 10, 3, target_params=target)
 
     def params(m):
         with torch.device("meta"):
@@ -76,15 +76,15 @@ def test_registered_names_build_with_their_defaults():
 
 def test_imagenet_base_and_target_below_base():
     with torch.device("meta"):
-        model = wider_resnet("resnet50", 1000, target_params=30_000_000)
+        model = wider_resnet(50, 1000, target_params=30_000_000)
     assert model.bench_info["params"] == pytest.approx(30_000_000, rel=0.002)
     assert model.bench_info["layout"] == "v1.5"
     with pytest.raises(ValueError, match="target_params"):
-        wider_resnet("resnet50", 1000)  # no default target for ImageNet
+        wider_resnet(50, 1000)  # no default target for ImageNet
     with pytest.raises(ValueError, match="only widens"):
         create_model("resnet20_wider", num_classes=10, target_params=100_000)
     with pytest.raises(ValueError, match="no ResNet-Wider"):
-        wider_resnet("resnet21", 10, target_params=400_000)
+        wider_resnet(21, 10, target_params=400_000)
 
 
 def test_fashion_mnist_forward():
