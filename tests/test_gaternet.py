@@ -237,14 +237,6 @@ def test_bench_info_lists_unconfirmed_choices():
     assert info["layout"] == "v1.5" and create_model("gaternet_resnet164", 10).bench_info["layout"] == "v1"
 
 
-def gaternet_with_sparsity_weight(sparsity_weight: float) -> nn.Module:
-    return create_model("gaternet_resnet20", num_classes=4, in_chans=1, b=16, sparsity_weight=sparsity_weight)
-
-
-def test_larger_sparsity_weight_leaves_fewer_gates_open():
-    assert_penalty_closes_gates(gaternet_with_sparsity_weight, weak=0.0, strong=5.0, margin=0.1)
-
-
 def test_executed_macs_from_the_recorded_gates():
     from bench.measure import executed_macs
 
@@ -268,3 +260,11 @@ def test_gates_start_mostly_open_and_off_the_saturated_ends():
     with torch.no_grad():
         model.eval()(torch.randn(8, 1, 28, 28))
     assert float(torch.cat([g for _, g in collect(model).values()], dim=1).mean()) > 0.8
+
+
+def gaternet_with_sparsity_weight(sparsity_weight: float) -> nn.Module:
+    return create_model("gaternet_resnet20", num_classes=4, in_chans=1, b=16, sparsity_weight=sparsity_weight)
+
+
+def test_larger_sparsity_weight_leaves_fewer_gates_open():
+    assert_penalty_closes_gates(gaternet_with_sparsity_weight, weak=0.0, strong=5.0, margin=0.1)
