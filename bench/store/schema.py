@@ -11,6 +11,9 @@ Versions:
 - 3: `training` (how the run actually trained: processes, global and per-process batch, the scaled
   learning rate, precision, memory format, synchronised BatchNorm), required; segmentation records carry
   `miou_pct` and `pixel_acc_pct` in place of `top1_pct` / `top5_pct`.
+- 4: `plugin`, the module that registers a model the registry does not hold (a submitted record of such
+  a model needs it, with its `code_url`: `bench verify` says to install it from there). Every record is
+  also held to `bench.store.limits` (sizes, charsets, finite numbers, the gate summary's shape).
 
 Older records are read as they are (the store never rewrites a line); `upgrade` turns an older body into
 a current one (a submission is always stored at the current version).
@@ -31,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from bench.engine.config import TrainConfig  # the lr scaling rule of a version-2 body's train_config
 
-SCHEMA_VERSION = 3
-READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 STATUSES = ("measured", "submitted", "verified", "failed")
 CODE_URL = re.compile(r"^https?://[^\s/]+\S*$")
 
@@ -197,7 +200,7 @@ class Verification(_Strict):
 
 
 class Record(_Strict):
-    schema_version: Literal[1, 2, 3]
+    schema_version: Literal[1, 2, 3, 4]
     record_id: str = ""
     store_version: int | None = Field(default=None, ge=1)  # assigned by the store on append
     suite: str = Field(min_length=1)
@@ -222,6 +225,7 @@ class Record(_Strict):
     created_at: str
     code_url: str | None = None
     verification: Verification | None = None  # version 2: set exactly when status is "verified"
+    plugin: str | None = None  # version 4: the module registering `model`, when it is not built in
 
     @field_validator("created_at")
     @classmethod
@@ -244,6 +248,8 @@ class Record(_Strict):
             raise ValueError("verification is a version-2 field; set schema_version to 3")
         if self.schema_version < 3 and self.training is not None:
             raise ValueError("training is a version-3 field; set schema_version to 3")
+        if self.schema_version < 4 and self.plugin is not None:
+            raise ValueError("plugin is a version-4 field; set schema_version to 4")
         if self.schema_version >= 3 and self.training is None:
             raise ValueError("a version-3 record needs training (world_size, batch sizes, lr, precision)")
         if self.schema_version == 1:
@@ -282,6 +288,9 @@ def upgrade(body: dict[str, Any]) -> dict[str, Any]:
     if version == 2:  # version 3 records how it trained: version 2 kept it in model_info, when not plain
         info = dict(body.get("model_info") or {})
         body = {**body, "schema_version": 3, "model_info": info, "training": _training_of_v2(body, info)}
+        version = 3
+    if version == 3:  # version 4 only adds `plugin`
+        body = {**body, "schema_version": 4}
     return body
 
 
