@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import getpass
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ import torch
 
 from bench import registry
 from bench.data import DATASET_TASKS, ImageDataset, batch_per_rank, load_dataset
-from bench.engine.config import PlanError, Suite, TrainConfig, config_hash
-from bench.engine.distributed import barrier, init_from_env, syncs_batchnorm, world
+from bench.engine.config import SEED_RANGE, PlanError, Suite, TrainConfig, config_hash
+from bench.engine.distributed import barrier, broadcast_object, init_from_env, syncs_batchnorm, world
 from bench.engine.env import environment
 from bench.engine.tasks import TASKS, Task
 from bench.engine.train import evaluate, seed_everything, train
@@ -59,8 +60,18 @@ class RunSpec:
 def plan(
     suite: Suite, models: list[str] | None = None, seeds: list[int] | None = None, epochs: int | None = None
 ) -> list[RunSpec]:
-    """The runs of `suite`, optionally narrowed to `models` / `seeds`; model names are checked here."""
+    """The runs of `suite`, optionally narrowed to `models` / `seeds`; model names, the command line's
+    repeats and its --epochs are checked here."""
     chosen = models or list(suite.models)
+    for flag, given in (("--models", models), ("--seeds", seeds)):
+        repeated = sorted({v for v in given or () if given.count(v) > 1}, key=str)
+        if repeated:
+            raise PlanError(
+                f"{flag} names {', '.join(map(str, repeated))} more than once; each run is run once"
+            )
+    for seed in seeds or ():
+        if not 0 <= seed < SEED_RANGE:
+            raise PlanError(f"--seeds: {seed} is not in [0, 2**32)")
     for name in chosen:
         registry.get_entry(name)  # raises UnknownModelError with the fix
     return [
@@ -93,6 +104,27 @@ def check_builds(specs: list[RunSpec], datasets: dict[str, ImageDataset], device
                 f"expected {expected}"
             )
         _check_batch_split(spec, model, processes, device)
+
+
+def check_data(specs: list[RunSpec], datasets: dict[str, ImageDataset]) -> None:
+    """Each run's training set (its `train_size` subset) holds at least one whole batch: the loader drops
+    the last partial batch, so a smaller set would train no step and store an untrained model."""
+    for spec in specs:
+        data = datasets[spec.dataset].configure(spec.train)
+        available = len(data.train_labels)
+        images = min(spec.train.train_size or available, available)
+        if images < spec.train.batch_size:
+            where = (
+                f"[overrides.{spec.model}]"
+                if "batch_size" in spec.suite.overrides.get(spec.model, {})
+                else "[train]"
+            )
+            raise PlanError(
+                f"{spec.suite.path or spec.suite.name} {where}: batch_size {spec.train.batch_size} is larger than "
+                f"the {images} training images of {spec.dataset} ({spec.model}"
+                + (f", train_size {spec.train.train_size}" if spec.train.train_size else "")
+                + f"); use a batch_size of at most {images}"
+            )
 
 
 def _check_batch_split(spec: RunSpec, model: torch.nn.Module, processes: int, device: str) -> None:
@@ -147,21 +179,26 @@ def run_one(
     metrics, gates = None, None
     if result.status == "measured":
         accuracy = evaluate(model, data, spec.train.eval_batch_size, device, spec.task)  # every rank: reduced
-        if not world().is_main:  # measurement, the record and every write belong to rank 0
+        nonfinite = {k: v for k, v in accuracy.items() if not math.isfinite(v)}
+        if nonfinite:  # the same on every rank (reduced): each skips the measurement and its barrier
+            result.status = "failed"
+            result.failure_reason = f"non-finite evaluation metric(s) after training: {nonfinite}"
+        elif not world().is_main:  # measurement, the record and every write belong to rank 0
             barrier()
             return None
-        # streamed datasets: gate statistics and executed MACs over a fixed in-memory slice of the eval split
-        measured, gates = measure_model(
-            model, data.measurement_set(), spec.suite.measure, device, spec.train.eval_batch_size
-        )
-        barrier()
-        metrics = {
-            **accuracy,
-            **measured,
-            "train_time_s": result.train_time_s,
-            "train_images_per_s": result.train_images_per_s,
-        }
-    elif not world().is_main:
+        else:
+            # streamed datasets: gate statistics and executed MACs over a fixed in-memory slice of the eval split
+            measured, gates = measure_model(
+                model, data.measurement_set(), spec.suite.measure, device, spec.train.eval_batch_size
+            )
+            barrier()
+            metrics = {
+                **accuracy,
+                **measured,
+                "train_time_s": result.train_time_s,
+                "train_images_per_s": result.train_images_per_s,
+            }
+    if not world().is_main:
         return None
     info = dict(getattr(model, "bench_info", {})) | spec.task.notes
     record = Record(
@@ -221,6 +258,11 @@ def default_submitter() -> str:
         return "unknown"
 
 
+def finished_runs(records: list[Record]) -> dict[tuple[str, str, int, str], str]:
+    """(model, dataset, seed, config hash) -> record id of every run the store already holds."""
+    return {(r.model, r.dataset, r.seed, r.config_hash): r.record_id for r in records}
+
+
 def run_suite(
     suite: Suite,
     *,
@@ -239,10 +281,22 @@ def run_suite(
     _, device = init_from_env(device)  # under torchrun: join the process group, one device per rank
     specs = plan(suite, models, seeds, epochs)
     datasets = {name: load_dataset(name, data_root) for name in suite.datasets}
+    check_data(specs, datasets)
     check_builds(specs, datasets, device)
-    store.read()  # a store that does not validate is reported before hours of training
+    stored = store.read()  # a store that does not validate is reported before hours of training
+    done = finished_runs([r for r in stored if r.suite == suite.name]) if resume and world().is_main else {}
+    done = broadcast_object(done)  # every rank skips the same runs
     records = []
     for spec in specs:
+        key = (spec.model, spec.dataset, spec.seed, config_hash(spec.config))
+        if key in done:
+            if world().is_main:
+                print(
+                    f"{spec.name}: already finished (record {done[key]} in {store.path(suite.name)}); "
+                    "--resume does not run it again",
+                    flush=True,
+                )
+            continue
         record = run_one(
             spec,
             datasets[spec.dataset],

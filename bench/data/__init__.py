@@ -4,7 +4,7 @@
 and `bench.data.synthetic` writes tiny datasets in those same formats for the tests.
 """
 
-from bench.data.base import DatasetNotFoundError, ImageDataset, dataset_search_roots
+from bench.data.base import DataIntegrityError, DatasetNotFoundError, ImageDataset, dataset_search_roots
 from bench.data.loader import DeviceLoader, batch_per_rank
 
 DATASET_TASKS = {
@@ -45,6 +45,7 @@ def load_dataset(name: str, root: str | None = None, download: bool = True) -> I
 __all__ = [
     "DATASETS",
     "DATASET_TASKS",
+    "DataIntegrityError",
     "DatasetNotFoundError",
     "DeviceLoader",
     "ImageDataset",

@@ -24,6 +24,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset is not where we looked; the message says where we looked and how to get it."""
 
 
+class DataIntegrityError(ValueError):
+    """A data file is damaged, replaced or not in its format; the message names the file and the fix."""
+
+
 def dataset_search_roots(root: str | os.PathLike | None, *system: str) -> list[Path]:
     """`--data-root`, then $BENCH_DATA, then the dataset's system folders, in that order."""
     roots = [root, os.environ.get("BENCH_DATA"), *system]

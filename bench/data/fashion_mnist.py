@@ -7,12 +7,13 @@ so their md5 differs from the official list; we record a digest of the evaluatio
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.data.base import DatasetNotFoundError, ImageDataset, dataset_search_roots
+from bench.data.base import DataIntegrityError, DatasetNotFoundError, ImageDataset, dataset_search_roots
 
 SYSTEM_ROOT = "/usr/share/datasets/fashion-mnist"
 FILES = {
@@ -27,15 +28,23 @@ SUBDIRS = ("", "fashion-mnist", "FashionMNIST/raw")  # flat, or torchvision's la
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file of unsigned bytes (magic 0x00000801 labels, 0x00000803 images)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # gzip: truncated (EOFError), bad CRC or header (OSError)
+        raise DataIntegrityError(
+            f"{path} cannot be read ({type(e).__name__}: {e}): the file is truncated or damaged. Fix: "
+            "download it again (or reinstall dataset-fashion-mnist)."
+        ) from None
     if len(data) < 8 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
+        raise DataIntegrityError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
     ndim = data[3]
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {dims}, found {body.size} bytes of data")
+        raise DataIntegrityError(
+            f"{path} is truncated: header says {dims}, found {body.size} bytes of data. Fix: download it again."
+        )
     return body.reshape(dims)
 
 
@@ -47,11 +56,21 @@ def _find(folder: Path, stem: str) -> Path | None:
 
 
 def _folder_with_files(roots: list[Path]) -> Path | None:
+    """The first folder holding the four files; a folder holding only some of them is an error, not a
+    reason to go on to the next root (a file missing from --data-root must not fall back to the system copy)."""
     for root in roots:
         for sub in SUBDIRS:
             folder = root / sub
-            if all(_find(folder, stem) for stem in FILES.values()):
+            found = {stem: _find(folder, stem) for stem in FILES.values()}
+            if all(found.values()):
                 return folder
+            if any(found.values()):
+                missing = [stem for stem, path in found.items() if path is None]
+                raise DatasetNotFoundError(
+                    f"Fashion-MNIST in {folder} is incomplete: {', '.join(missing)} (.gz or not) is missing. "
+                    f"Fix: put the missing file(s) in {folder}, or remove the folder's Fashion-MNIST files "
+                    "to use another copy."
+                )
     return None
 
 
@@ -82,7 +101,7 @@ def load_fashion_mnist(root: str | None = None, download: bool = True) -> ImageD
     for split in ("train", "test"):
         n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
         if n_img != n_lab:
-            raise ValueError(f"Fashion-MNIST in {folder}: {n_img} {split} images but {n_lab} labels")
+            raise DataIntegrityError(f"Fashion-MNIST in {folder}: {n_img} {split} images but {n_lab} labels")
     return ImageDataset(
         name="fashion_mnist",
         train_images=torch.from_numpy(arrays["train_images"].copy()).unsqueeze(1),

@@ -45,7 +45,11 @@ def write_fashion_mnist(root: str | Path, n_train: int = 256, n_test: int = 128,
 def write_cifar(
     root: str | Path, name: str = "cifar10", n_train: int = 100, n_test: int = 50, seed: int = 0
 ) -> Path:
-    """The python-pickle batches of CIFAR-10 (5 train batches) or CIFAR-100 (train/test), str keys."""
+    """The python-pickle batches of CIFAR-10 (5 train batches) or CIFAR-100 (train/test), str keys, and the
+    folder's `SYNTHETIC.md5` manifest: these are not the published files, so the loader checks each batch
+    against the MD5 listed there instead of the published one."""
+    from bench.data.cifar import MANIFEST, file_md5
+
     root = Path(root)
     rng = np.random.default_rng(seed)
     num_classes = 10 if name == "cifar10" else 100
@@ -70,4 +74,6 @@ def write_cifar(
         meta = ("meta", {"fine_label_names": [f"class{i}" for i in range(100)]})
     with open(folder / meta[0], "wb") as f:
         pickle.dump(meta[1], f)
+    batches = sorted(p.name for p in folder.iterdir() if p.name not in (meta[0], MANIFEST))
+    (folder / MANIFEST).write_text("".join(f"{file_md5(folder / b)}  {b}\n" for b in batches))
     return root

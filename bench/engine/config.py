@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,19 +72,61 @@ class TrainConfig:
         return self.lr
 
     def check(self, where: str) -> None:
+        """Every field in range, or a SuiteError naming `where` and the key (nothing has run yet)."""
         if self.optimizer not in self.OPTIMIZERS:
             raise SuiteError(f"{where}: optimizer {self.optimizer!r} is not one of {self.OPTIMIZERS}")
         if self.lr_schedule not in self.SCHEDULES:
             raise SuiteError(f"{where}: lr_schedule {self.lr_schedule!r} is not one of {self.SCHEDULES}")
         if self.lr_scaling not in self.LR_SCALING:
             raise SuiteError(f"{where}: lr_scaling {self.lr_scaling!r} is not one of {self.LR_SCALING}")
-        if self.checkpoint_every_steps < 0:
-            raise SuiteError(f"{where}: checkpoint_every_steps must be >= 0 (0 = at epoch ends only)")
-        for name in ("epochs", "batch_size", "eval_batch_size", "base_batch_size"):
-            if getattr(self, name) < 1:
-                raise SuiteError(f"{where}: {name} must be at least 1, not {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
-            raise SuiteError(f"{where}: lr must be > 0, weight_decay >= 0 and label_smoothing in [0, 1)")
+        for name in ("epochs", "batch_size", "eval_batch_size", "base_batch_size", "crop_size"):
+            _at_least(where, name, getattr(self, name), 1)
+        for name in ("checkpoint_every_steps", "crop_padding", "eval_resize_size", "num_workers"):
+            _at_least(where, name, getattr(self, name), 0)
+        if self.train_size is not None:
+            if not _is_int(self.train_size):
+                raise SuiteError(f"{where}: train_size should be int, got {self.train_size!r}")
+            _at_least(where, "train_size", self.train_size, 1)
+        _in_range(where, "lr", self.lr, 0, None, low_open=True)
+        _in_range(where, "momentum", self.momentum, 0, 1, high_open=True)
+        _in_range(where, "weight_decay", self.weight_decay, 0, None)
+        _in_range(where, "gamma", self.gamma, 0, None, low_open=True)
+        _in_range(where, "warmup_epochs", self.warmup_epochs, 0, None)
+        _in_range(where, "label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        for m in self.milestones:
+            if isinstance(m, bool) or not isinstance(m, int | float):
+                raise SuiteError(f"{where}: milestones should be numbers of epochs, got {m!r}")
+            _in_range(where, "milestones", m, 0, None, low_open=True)
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise SuiteError(f"{where}: milestones must be increasing, got {list(self.milestones)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _at_least(where: str, name: str, value: int, low: int) -> None:
+    if value < low:
+        raise SuiteError(f"{where}: {name} must be at least {low}, not {value}")
+
+
+def _in_range(
+    where: str,
+    name: str,
+    value: float,
+    low: float,
+    high: float | None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """`value` is finite and in [low, high] (an open end where asked; high None: unbounded)."""
+    ok = math.isfinite(value) and (value > low if low_open else value >= low)
+    if high is not None:
+        ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {'inf' if high is None else high}"
+        interval += ")" if high is None or high_open else "]"
+        raise SuiteError(f"{where}: {name} must be a finite number in {interval}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +134,15 @@ class MeasureConfig:
     latency_batch_sizes: tuple[int, ...] = (1, 128)
     latency_min_run_time_s: float = 1.0
     latency_warmup: int = 5
+
+    def check(self, where: str) -> None:
+        sizes = self.latency_batch_sizes
+        if not sizes or not all(_is_int(b) and b >= 1 for b in sizes):
+            raise SuiteError(f"{where}: latency_batch_sizes must be integers >= 1, got {list(sizes)}")
+        if len(set(sizes)) != len(sizes):
+            raise SuiteError(f"{where}: latency_batch_sizes has duplicates: {list(sizes)}")
+        _in_range(where, "latency_min_run_time_s", self.latency_min_run_time_s, 0, None, low_open=True)
+        _at_least(where, "latency_warmup", self.latency_warmup, 0)
 
 
 @dataclass(frozen=True)
@@ -107,8 +160,13 @@ class Suite:
     path: str = ""
 
     def train_config(self, model: str, epochs: int | None = None) -> TrainConfig:
+        """The model's TrainConfig (its overrides applied); `epochs`: the command line's, checked here."""
         cfg = dataclasses.replace(self.train, **_as_train_fields(self.overrides.get(model, {})))
-        return dataclasses.replace(cfg, epochs=epochs) if epochs is not None else cfg
+        if epochs is None:
+            return cfg
+        if not _is_int(epochs) or epochs < 1:
+            raise SuiteError(f"--epochs must be an integer of at least 1, not {epochs!r}")
+        return dataclasses.replace(cfg, epochs=epochs)
 
 
 def _as_train_fields(values: dict[str, Any]) -> dict[str, Any]:
@@ -130,9 +188,47 @@ def _build(cls: type, values: dict[str, Any], where: str):
             continue
         expected = float if isinstance(default, float) else type(default)
         ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
-        if not ok or (expected is int and isinstance(value, bool)):
+        if not ok or (expected in (int, float) and isinstance(value, bool)):
             raise SuiteError(f"{where}: {name} should be {expected.__name__}, got {value!r}")
     return obj
+
+
+# a suite's name names its store file, leaderboard page and checkpoint folder: no separators, no dots
+SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+SEED_RANGE = 2**32  # numpy's seed range (seed_everything seeds python, numpy and torch with it)
+
+
+def _table(values: Any, where: str) -> None:
+    if not isinstance(values, dict):
+        raise SuiteError(f"{where} must be a table of key = value, got {values!r}")
+
+
+def _check_top(raw: dict[str, Any], path: str) -> None:
+    """The top-level keys: a plain name, a positive version, non-empty lists without duplicates."""
+    name = raw["name"]
+    if not isinstance(name, str) or not SUITE_NAME.fullmatch(name):
+        raise SuiteError(
+            f"{path}: name must be a plain identifier (letters, digits, '_' and '-', at most 64, "
+            f"starting with a letter or digit), not {name!r}"
+        )
+    version = raw["version"]
+    if not _is_int(version) or version < 1:
+        raise SuiteError(f"{path}: version must be a positive integer, not {version!r}")
+    if not isinstance(raw.get("description", ""), str):
+        raise SuiteError(f"{path}: description must be a string")
+    for key in ("datasets", "models", "seeds"):
+        values = raw[key]
+        if not isinstance(values, list) or not values:
+            raise SuiteError(f"{path}: {key} must be a non-empty list")
+        if key != "seeds" and not all(isinstance(v, str) and v for v in values):
+            raise SuiteError(f"{path}: {key} must be names (strings), got {values}")
+        duplicates = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if duplicates:
+            raise SuiteError(f"{path}: {key} must not repeat; duplicated: {duplicates}")
+    if not all(_is_int(s) and 0 <= s < SEED_RANGE for s in raw["seeds"]):
+        raise SuiteError(f"{path}: seeds must be integers in [0, 2**32), got {raw['seeds']}")
+    for key in ("train", "measure", "model_args", "overrides"):
+        _table(raw.get(key, {}), f"{path} [{key}]")
 
 
 def parse_suite(text: str, path: str) -> Suite:
@@ -150,26 +246,27 @@ def parse_suite(text: str, path: str) -> Suite:
         raise SuiteError(
             f"{path}: unknown key(s) {unknown}; known keys: {sorted(top | {'model_args', 'overrides'})}"
         )
-    for key in ("datasets", "models", "seeds"):
-        if not isinstance(raw[key], list) or not raw[key]:
-            raise SuiteError(f"{path}: {key} must be a non-empty list")
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in raw["seeds"]):
-        raise SuiteError(f"{path}: seeds must be integers, got {raw['seeds']}")
+    _check_top(raw, path)
     train = _build(TrainConfig, raw.get("train", {}), f"{path} [train]")
     train.check(f"{path} [train]")
     overrides = raw.get("overrides", {})
     for model, values in overrides.items():
         where = f"{path} [overrides.{model}]"
+        _table(values, where)
         _build(TrainConfig, {**dataclasses.asdict(train), **values}, where).check(where)
+    for model, values in raw.get("model_args", {}).items():
+        _table(values, f"{path} [model_args.{model}]")
+    measure = _build(MeasureConfig, raw.get("measure", {}), f"{path} [measure]")
+    measure.check(f"{path} [measure]")
     return Suite(
-        name=str(raw["name"]),
-        version=int(raw["version"]),
-        description=str(raw.get("description", "")),
+        name=raw["name"],
+        version=raw["version"],
+        description=raw.get("description", ""),
         datasets=tuple(raw["datasets"]),
         models=tuple(raw["models"]),
         seeds=tuple(raw["seeds"]),
         train=train,
-        measure=_build(MeasureConfig, raw.get("measure", {}), f"{path} [measure]"),
+        measure=measure,
         model_args=raw.get("model_args", {}),
         overrides=overrides,
         path=path,
