@@ -14,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bench.report.plots import plot_text  # noqa: E402
+
 COLOURS = {"always on": "#2b8cbe", "input-dependent": "#fdae61", "always off": "#bdbdbd"}
 
 
@@ -37,7 +39,9 @@ def plot_gate_stats(gates: dict, title: str, path: str | Path) -> Path:
         values = [c[kind] for c in counts]
         left.bar(range(len(units)), values, bottom=bottom, color=colour, label=kind)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    left.set_xticks(range(len(units)), [u.replace("layer", "L") for u in units], rotation=90, fontsize=6)
+    left.set_xticks(
+        range(len(units)), [plot_text(u).replace("layer", "L") for u in units], rotation=90, fontsize=6
+    )
     left.set_ylabel("gates")
     left.set_title("gates per unit over the evaluation set")
     left.legend(fontsize=8)
@@ -45,7 +49,7 @@ def plot_gate_stats(gates: dict, title: str, path: str | Path) -> Path:
     right.set_xlabel("open gates per image (%)")
     right.set_ylabel("images")
     right.set_title("open gates per image")
-    fig.suptitle(title)
+    fig.suptitle(plot_text(title))
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)

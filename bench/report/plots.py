@@ -10,6 +10,7 @@ metadata, so the same points give the same bytes.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,12 @@ class Point:
     executed: bool  # True when `macs` are executed MACs
     quality: float  # the headline metric (top-1 or mIoU, %), mean over seeds
     quality_std: float = 0.0
+
+
+def plot_text(text: str) -> str:
+    """`text` for a figure: one line, and a `$` shown as itself (not the start of matplotlib's mathtext,
+    which a malformed formula would make fail)."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", " ", str(text)).replace("$", r"\$")
 
 
 def pareto_front(points: list[Point]) -> list[Point]:
@@ -66,9 +73,13 @@ def plot_accuracy_macs(
                 capsize=2,
             )
             ax.annotate(
-                p.label, (p.macs / 1e6, p.quality), textcoords="offset points", xytext=(5, 4), fontsize=6
+                plot_text(p.label),
+                (p.macs / 1e6, p.quality),
+                textcoords="offset points",
+                xytext=(5, 4),
+                fontsize=6,
             )
-        ax.plot([], [], marker, color=colour, label=family)
+        ax.plot([], [], marker, color=colour, label=plot_text(family))
     front = pareto_front(points)
     if len(front) > 1:
         ax.step(
@@ -84,7 +95,7 @@ def plot_accuracy_macs(
         ax.plot([], [], "o", color="#444444", markerfacecolor="none", label="executed MACs (gated)")
     ax.set_xlabel("MACs per image (millions; executed MACs for gated models)")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(plot_text(title))
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
