@@ -139,8 +139,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_gates(args: argparse.Namespace) -> None:
-    import torch
-
+    from bench.commands.measure import load_checkpoint
     from bench.data import load_dataset
     from bench.measure.report import gate_statistics, is_gated
     from bench.report.gate_figures import plot_gate_stats
@@ -149,9 +148,8 @@ def cmd_gates(args: argparse.Namespace) -> None:
     model = registry.create_model(args.model, data.num_classes, data.in_chans)
     if not is_gated(model):
         raise ValueError(f"model {args.model!r} has no gates; `bench gates` is for gated models")
-    if args.checkpoint:
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("model", state))
+    if args.checkpoint:  # one line for a missing, damaged or foreign file, or the weights of another model
+        load_checkpoint(model, args.checkpoint, args.model)
     executed, gate_macs, gates = gate_statistics(model, data, args.batch_size, args.device)
     print(f"{args.model} on {args.dataset} ({len(data.test_labels)} evaluation images)")
     print(

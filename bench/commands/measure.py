@@ -11,6 +11,8 @@ builder's initialisation, which decides the gates of a gated model).
 from __future__ import annotations
 
 import dataclasses
+import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -53,14 +55,46 @@ def check_models(models: list[str], data: ImageDataset) -> None:
         raise PlanError(name_plugins(str(e))) from None
 
 
-def load_checkpoint(model: torch.nn.Module, path: str, name: str) -> None:
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The model weights in `path`: a checkpoint of `bench run` (its "model") or a plain state dict, loaded
+    with `weights_only` (no code runs); one ValueError line for a file that is missing or not one of them."""
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"checkpoint {path} does not exist" + (" (it is a folder)" if os.path.isdir(path) else "")
+        )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("model", state))
-    except FileNotFoundError:
-        raise ValueError(f"checkpoint {path} does not exist") from None
-    except (RuntimeError, AttributeError, KeyError) as e:
-        raise ValueError(f"checkpoint {path} does not fit {registry.describe(name)}: {e}") from None
+        with warnings.catch_warnings():  # torch's notes on odd pickles: the error below says it in one line
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, damaged, not a torch file, or objects weights_only refuses
+        reason = " ".join(str(e).split())[:200]
+        raise ValueError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {reason}); give a complete last.pt of "
+            "`bench run` or a file written by torch.save(model.state_dict(), PATH)"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a checkpoint of `bench run`
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise ValueError(
+            f"checkpoint {path} holds a {type(state).__name__} that is not a state dict (parameter names -> "
+            "tensors) nor a checkpoint of `bench run`"
+        )
+    return state
+
+
+def load_checkpoint(model: torch.nn.Module, path: str, name: str) -> None:
+    """Load `path` into `model` (registered as `name`), strictly; one ValueError line if it does not fit."""
+    state = read_state_dict(path)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError) as e:
+        reason = " ".join(str(e).split())
+        reason = reason if len(reason) <= 300 else reason[:300] + " ..."
+        raise ValueError(f"checkpoint {path} does not fit {registry.describe(name)}: {reason}") from None
 
 
 def measure(
