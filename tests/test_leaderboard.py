@@ -185,3 +185,24 @@ def test_leaderboard_command_regenerates_and_rejects_unknown_versions(tmp_path, 
         == 2
     )
     assert "no built-in suite" in capsys.readouterr().err and not (tmp_path / "lb3").exists()
+
+
+def test_a_submissions_model_info_does_not_replace_the_built_in_models_notes(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    store.append([make_record(0, model_info={"block": "basic"})])
+    store.append(
+        [
+            make_record(
+                1,
+                model_info={"block": "theirs"},
+                status="submitted",
+                code_url="https://x.org/c",
+                submitter="aaa",  # sorts before our runs
+            )
+        ]
+    )
+    write_leaderboard(store, tmp_path / "lb", suite="tiny")
+    text = (tmp_path / "lb" / "tiny.md").read_text()
+    notes, submitted = text.split("## Model notes")[1].split("## Notes from submissions")
+    assert '- `resnet20`: `{"block": "basic"}`' in notes and "theirs" not in notes
+    assert re.search(r'- `resnet20` in `[0-9a-f]{16}`, submitted by aaa: `\{"block": "theirs"\}`', submitted)

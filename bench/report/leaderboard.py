@@ -141,7 +141,7 @@ class Group:
 
     model: str
     config_hash: str
-    origin: str  # "measured" or the submitter's name
+    origin: str  # OURS (our runs, `measured`) or the submitter's name (never empty)
     records: list[Record] = field(default_factory=list)
     verified: set[str] = field(default_factory=set)  # ids of the records that a verification re-ran
 
@@ -207,7 +207,7 @@ def _paper_cells(refs: list[tuple[int, PaperReference]], ours: list[float] | Non
 
 
 def _status(group: Group) -> str:
-    badges = [_badge("measured" if group.origin == "measured" else "submitted")]
+    badges = [_badge("measured" if group.origin == OURS else "submitted")]
     verified = len(group.verified)
     if verified:
         badges.append(
@@ -246,8 +246,11 @@ def _not_run_row(model: str, model_args: dict, refs: References, dataset: str) -
     return row | _paper_cells(refs.matching(dataset, cols.metric, model, model_args, None), None, cols)
 
 
+OURS = ""  # the origin of our runs: no submitter's name, whatever it is, can stand for them
+
+
 def _origin(record: Record) -> str:
-    return "measured" if record.status == "measured" else record.submitter
+    return OURS if record.status == "measured" else record.submitter
 
 
 def counted(records: list[Record]) -> list[Record]:
@@ -298,7 +301,7 @@ def dataset_table(
     rows, points = [], []
     for g in groups:
         label = g.model if configs[g.model] == 1 else f"{g.model} (config {g.config_hash[:8]})"
-        if g.origin != "measured":
+        if g.origin != OURS:
             label += f" (submitted by {g.origin})"
         rows.append(_row(label, g, refs, dataset, training))
         executed, ours = g.executed_macs, g.values(metric)
@@ -312,7 +315,7 @@ def dataset_table(
                 stdev(ours) if len(ours) > 1 else 0.0,
             )
         )
-    run = {g.model for g in groups if g.origin == "measured"}  # a submission is not our run
+    run = {g.model for g in groups if g.origin == OURS}  # a submission is not our run
     rows += [_not_run_row(m, declared_args.get(m, {}), refs, dataset) for m in declared if m not in run]
     return DatasetTable(dataset, rows, points)
 

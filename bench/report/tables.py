@@ -42,7 +42,8 @@ class Markdown(str):
 _BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _BACKSLASHED = set("\\`*[]|~$")  # code, emphasis, links/images, table cells, strikethrough, math
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}  # entities and raw HTML
-_SCHEMES = re.compile(r"(?i)\b(javascript|vbscript|data|file)\s*:")  # no dangerous scheme in the text
+# no dangerous scheme in the text (`data:`/`file:` as a word, so "metadata:" stays as it is)
+_SCHEMES = re.compile(r"(?i)(javascript|vbscript|(?<![a-z0-9])data|(?<![a-z0-9])file)\s*:")
 _LEADING_NUMBER = re.compile(r"^(\d+)([.)])")  # an ordered-list marker at the start of a line
 
 
@@ -86,9 +87,10 @@ _CODE_UNSAFE = set("`|<>&") | {"\n", "\r"}
 
 def code_span(value: Any) -> Markdown:
     """`value` in backticks (shown as code); text that a code span cannot hold inertly (a backtick, a
-    pipe, `<`, `>`, `&`, a line break or control character) is shown escaped, not as code."""
+    pipe, `<`, `>`, `&`, a line break or control character, a `javascript:`-like scheme) is shown
+    escaped, not as code."""
     text = str(value)
-    if not text.strip() or _BREAKS.search(text) or _CODE_UNSAFE & set(text):
+    if not text.strip() or _BREAKS.search(text) or _CODE_UNSAFE & set(text) or _SCHEMES.search(text):
         return Markdown(escape_cell(text))
     return Markdown(f"`{text}`")
 
