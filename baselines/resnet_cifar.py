@@ -325,8 +325,7 @@ def cifar_resnet(
         info = {"block": "basic", "shortcut": "A (zero-pad)"}
     else:
         raise ValueError(f"a CIFAR ResNet has depth 6n+2 (basic blocks) or 164, not {depth}")
-    model.bench_info = info
-    return model
+    return model.describe(**info)
 
 
 @register_model

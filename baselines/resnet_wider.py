@@ -129,16 +129,8 @@ def wider_resnet(
     multiplier = multiplier_for(make, base_widths, target_params)
     widths = scaled_widths(base_widths, multiplier)
     model = make(widths)
-    model.bench_info = {
-        "base": base,
-        **info,
-        "target_params": int(target_params),
-        "target_source": source,
-        "params": n_params(model),
-        "width_multiplier": multiplier,
-        "widths": list(widths),
-    }
-    return model
+    facts = {"target_params": int(target_params), "target_source": source, "params": n_params(model)}
+    return model.describe(base=base, **info, **facts, width_multiplier=multiplier, widths=list(widths))
 
 
 @register_model

@@ -30,17 +30,6 @@ def se_module(channels: int, reduction: int = REDUCTION) -> SEModule:
     return SEModule(channels, rd_channels=max(1, channels // reduction))
 
 
-def se_cifar_resnet(
-    depth: int, num_classes: int = 10, in_chans: int = 3, reduction: int = REDUCTION, **kwargs
-) -> CifarResNet:
-    """A CIFAR ResNet of `depth` (6n + 2 basic blocks, or 164: pre-activation bottlenecks) with SE."""
-    block_kwargs = {"attn_layer": partial(se_module, reduction=reduction)}
-    model = cifar_resnet(depth, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs)
-    model.bench_info["block"] += " + SE"
-    model.bench_info["se_reduction"] = reduction
-    return model
-
-
 def se_imagenet_resnet(
     depth: int,
     num_classes: int = 1000,
@@ -54,6 +43,15 @@ def se_imagenet_resnet(
     model = imagenet_resnet(depth, num_classes, in_chans, layout, block_kwargs, **kwargs)
     model.bench_info = {"definition": "torchvision + SE", "layout": layout, "se_reduction": reduction}
     return model
+
+
+def se_cifar_resnet(
+    depth: int, num_classes: int = 10, in_chans: int = 3, reduction: int = REDUCTION, **kwargs
+) -> CifarResNet:
+    """A CIFAR ResNet of `depth` (6n + 2 basic blocks, or 164: pre-activation bottlenecks) with SE."""
+    block_kwargs = {"attn_layer": partial(se_module, reduction=reduction)}
+    model = cifar_resnet(depth, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs)
+    return model.describe(block=model.bench_info["block"] + " + SE", se_reduction=reduction)
 
 
 @register_model

@@ -20,6 +20,11 @@ class ResNetSkeleton(nn.Module):
 
     features_only = False
 
+    def describe(self, **facts) -> ResNetSkeleton:
+        """Add `facts` to `bench_info` (what a record keeps about this network); returns the network."""
+        self.bench_info = {**getattr(self, "bench_info", {}), **facts}
+        return self
+
     def stages(self) -> list[nn.Sequential]:
         raise NotImplementedError
 

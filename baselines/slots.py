@@ -25,6 +25,7 @@ the branch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -80,6 +81,31 @@ def set_gating(model: nn.Module, enabled: bool) -> None:
     for module in model.modules():
         if getattr(module, "is_gate_network", False):
             module.enabled = enabled
+
+
+class GatedNetwork:
+    """What every gated network shares (mixed into a ResNet skeleton): the gating switch, the sparse
+    path over its blocks, and its facts for the record."""
+
+    def set_gating(self, enabled: bool) -> None:
+        """False: every gate open (the plain network); True: the learned gates again."""
+        set_gating(self, enabled)
+
+    @torch.inference_mode()
+    def forward_sparse(self, x: Tensor) -> Tensor:
+        """Inference, one sample at a time: closed channels and blocks are not computed (`bench.sparse`)."""
+        return sparse.forward_blocks(self, x, before=self.before_blocks)
+
+    def before_blocks(self, x: Tensor) -> None:
+        """Called with each sample before its blocks run (GaterNet hands out its gates here)."""
+
+    def describe_gating(
+        self, method: str, backbone: str, num_gates: int, cfg, unconfirmed: list[str]
+    ) -> None:
+        config = dataclasses.asdict(cfg)
+        self.describe(
+            method=method, backbone=backbone, num_gates=num_gates, config=config, unconfirmed=unconfirmed
+        )
 
 
 def fold_projection(shortcut: nn.Module | None) -> sparse.FoldedConv | None:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -58,8 +58,7 @@ from torch import Tensor, nn
 from baselines.pspnet import DILATION, PSPNet, pspnet
 from baselines.resnet_cifar import BasicBlock, CifarResNet
 from baselines.resnet_imagenet import ARCHS, ImageNetResNet, block_for
-from baselines.slots import set_gating
-from bench import sparse
+from baselines.slots import GatedNetwork
 from bench.gates import GateSite
 from bench.registry import register_model
 
@@ -266,31 +265,18 @@ def channel_gate(block: nn.Module, cfg: BatchShapingConfig) -> ChannelGate:
 # --- networks ----------------------------------------------------------------------------------------
 
 
-class BatchShapingLosses:
-    """The model side of Batch-Shaping: its losses, the gating switch, the sparse path."""
+class BatchShapingLosses(GatedNetwork):
+    """The model side of Batch-Shaping: its losses (and, from GatedNetwork, the gating switch and the
+    sparse path)."""
 
     def _init_batch_shaping(self, cfg: BatchShapingConfig, backbone: str) -> None:
         self.cfg = cfg
         self.prior_cdf = BetaCDF(cfg.prior_alpha, cfg.prior_beta)
-        self.bench_info = {
-            "method": "batch_shaping",
-            "backbone": backbone,
-            "num_gates": sum(m.fc2.out_features for m in self.gate_heads()),
-            "config": asdict(cfg),
-            "unconfirmed": UNCONFIRMED,
-        }
+        num_gates = sum(m.fc2.out_features for m in self.gate_heads())
+        self.describe_gating("batch_shaping", backbone, num_gates, cfg, UNCONFIRMED)
 
     def gate_heads(self) -> list[ChannelGate]:
         return [m for m in self.modules() if isinstance(m, ChannelGate)]
-
-    def set_gating(self, enabled: bool) -> None:
-        """Switch gating off (every gate 1) or back on."""
-        set_gating(self, enabled)
-
-    @torch.inference_mode()
-    def forward_sparse(self, x: Tensor) -> Tensor:
-        """Inference, one sample at a time: only open channels are computed (see `bench.sparse`)."""
-        return sparse.forward_blocks(self, x)
 
     def aux_losses(self, progress: float) -> dict[str, Tensor]:
         probs = [head.prob for head in self.gate_heads()]
@@ -323,7 +309,7 @@ class BasResNetImageNet(BatchShapingLosses, ImageNetResNet):
         super().__init__(block_for(kind), layers, num_classes, in_chans, block_kwargs=block_kwargs, **kwargs)
         dilated = " (dilated, output stride 8)" if kwargs.get("replace_stride_with_dilation") else ""
         self._init_batch_shaping(cfg, f"resnet{depth}{dilated}")
-        self.bench_info["layout"] = "v1.5" if kind == "bottleneck" else "basic"
+        self.describe(layout="v1.5" if kind == "bottleneck" else "basic")
 
 
 def bas_cifar(depth: int, num_classes: int = 10, in_chans: int = 3, **kwargs) -> BasResNetCifar:

@@ -270,7 +270,7 @@ def ce_preact(num_classes: int = 10, in_chans: int = 3, layout: str = "v1", **kw
         "ours (no official CIFAR model): stem = after the first unit's bn1; each unit after bn3 "
         "(its last BN, before the ReLU and conv3); not in stage 3",
     )
-    model.bench_info.update(block="pre-activation bottleneck", layout=layout)
+    model.describe(block="pre-activation bottleneck", layout=layout)
     return model
 
 

@@ -56,8 +56,7 @@ from torch import Tensor, nn
 
 from baselines.resnet_cifar import BasicBlock, CifarResNet
 from baselines.resnet_imagenet import ARCHS, LAYOUTS, Bottleneck, ImageNetResNet
-from baselines.slots import set_gating
-from bench import sparse
+from baselines.slots import GatedNetwork
 from bench.gates import GateSite
 from bench.registry import register_model
 
@@ -136,7 +135,7 @@ def target_rate_loss(rates: Tensor, targets: Tensor) -> Tensor:
     return ((targets - rates) ** 2 * trained).sum() / len(rates)
 
 
-class TargetRateMixin:
+class TargetRateMixin(GatedNetwork):
     """The target-rate loss of a network whose residual blocks carry `AIGGate`s, the gating switch and
     the sparse path."""
 
@@ -166,15 +165,6 @@ class TargetRateMixin:
     def aux_losses(self, progress: float) -> dict[str, Tensor]:
         rates = torch.stack([g.take().mean() for g in self.gates()])
         return {"target_rate": self.lossfact * target_rate_loss(rates, self.target_rates.to(rates.dtype))}
-
-    def set_gating(self, enabled: bool) -> None:
-        """Switch gating off (every block runs) or back on."""
-        set_gating(self, enabled)
-
-    @torch.inference_mode()
-    def forward_sparse(self, x: Tensor) -> Tensor:
-        """Inference, one sample at a time: closed blocks run only their shortcut (see `bench.sparse`)."""
-        return sparse.forward_blocks(self, x)
 
 
 def _info(targets: list[float], lossfact: float, tau: float, gate_hidden: int, **extra) -> dict:

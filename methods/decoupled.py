@@ -344,7 +344,7 @@ def dcnet(
     model = DCNetResNet(depth_per_stage, num_classes, in_chans, widths, cfg, shortcut, stem_relu)
     if plain_checkpoint is not None:
         load_plain_checkpoint(model, torch.load(plain_checkpoint, map_location="cpu", weights_only=True))
-        model.bench_info["plain_checkpoint"] = str(plain_checkpoint)
+        model.describe(plain_checkpoint=str(plain_checkpoint))
     return model
 
 

@@ -65,7 +65,7 @@ channels, and the block's last conv adds its open channels into the shortcut. It
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -74,8 +74,7 @@ from torch import Tensor, nn
 from baselines.resnet_cifar import BasicBlock, CifarResNet, PreActBottleneck, PreActCifarResNet
 from baselines.resnet_imagenet import ARCHS, Bottleneck, ImageNetResNet
 from baselines.resnet_imagenet import BasicBlock as ImageNetBasicBlock
-from baselines.slots import set_gating
-from bench import sparse
+from baselines.slots import GatedNetwork
 from bench.gates import GateSite
 from bench.registry import register_model
 
@@ -215,31 +214,21 @@ def _gater_features(arch: str, in_chans: int) -> tuple[nn.Module, int]:
 # --- networks ----------------------------------------------------------------------------------------
 
 
-class GaterNetMixin:
-    """What every backbone shares: the gater that runs first, the gating switch, the L1 loss, the sparse
-    path."""
+class GaterNetMixin(GatedNetwork):
+    """What every backbone shares: the gater that runs first and the L1 loss (and, from GatedNetwork,
+    the gating switch and the sparse path, before whose blocks the gater hands out the gates)."""
 
     def _init_gaternet(self, cfg: GaterNetConfig, in_chans: int, backbone: str) -> None:
         self.cfg = cfg
         features, dim = _gater_features(cfg.gater_arch, in_chans)
         self.gater = Gater(features, dim, sum(s.num_gates for s in self.gate_slices()), cfg)
         self._train_gates: Tensor | None = None
-        self.bench_info = {
-            "method": "gaternet",
-            "backbone": backbone,
-            "num_gates": self.gater.fc2.out_features,
-            "config": asdict(cfg),
-            "unconfirmed": UNCONFIRMED,
-        }
+        self.describe_gating("gaternet", backbone, self.gater.fc2.out_features, cfg, UNCONFIRMED)
 
     def gate_slices(self) -> list[GaterSlice]:
         return [m for m in self.modules() if isinstance(m, GaterSlice)]
 
-    def set_gating(self, enabled: bool) -> None:
-        """Switch gating off (every gate 1: the plain backbone) or back on."""
-        set_gating(self, enabled)
-
-    def hand_out_gates(self, x: Tensor) -> None:
+    def before_blocks(self, x: Tensor) -> None:
         """Run the gater on `x` and give every block's gate slot its slice."""
         gates = self.gater(x)
         self._train_gates = gates if self.training else None
@@ -248,13 +237,8 @@ class GaterNetMixin:
             slot.give(part)
 
     def forward(self, x: Tensor) -> Tensor:
-        self.hand_out_gates(x)
+        self.before_blocks(x)
         return super().forward(x)
-
-    @torch.inference_mode()
-    def forward_sparse(self, x: Tensor) -> Tensor:
-        """Inference, one sample at a time: only open filters are computed (see `bench.sparse`)."""
-        return sparse.forward_blocks(self, x, before=self.hand_out_gates)
 
     def aux_losses(self, progress: float) -> dict[str, Tensor]:
         self.gater.semhash.progress = progress  # used by the next forward (hard-share ramp)
@@ -279,7 +263,7 @@ class GaterNetPreAct(GaterNetMixin, PreActCifarResNet):
         block_kwargs = {"layout": layout, "gate_layer": partial(GaterSlice, gated=cfg.gated_convs)}
         super().__init__(PreActBottleneck, 18, num_classes, in_chans, block_kwargs=block_kwargs)
         self._init_gaternet(cfg, in_chans, "resnet164")
-        self.bench_info["layout"] = layout
+        self.describe(layout=layout)
 
 
 class GaterNetImageNet(GaterNetMixin, ImageNetResNet):
@@ -291,7 +275,7 @@ class GaterNetImageNet(GaterNetMixin, ImageNetResNet):
         block_kwargs = {"gate_layer": partial(GaterSlice, gated=cfg.gated_convs)}
         super().__init__(Bottleneck, layers, num_classes, in_chans, block_kwargs=block_kwargs)
         self._init_gaternet(cfg, in_chans, backbone)
-        self.bench_info["layout"] = "v1.5"
+        self.describe(layout="v1.5")
 
 
 def gaternet_cifar(

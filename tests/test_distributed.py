@@ -11,21 +11,13 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from bench.data import DeviceLoader
-from bench.engine.config import TrainConfig
 from bench.engine.distributed import world
 from bench.engine.train import evaluate, seed_everything, train
+from tests.test_checkpoint import CFG as CHECKPOINT_CFG
 from tests.test_checkpoint import tiny_data
 
-CFG = TrainConfig(
-    epochs=1,
-    batch_size=8,
-    lr=0.1,
-    lr_schedule="cosine",
-    crop_padding=1,
-    flip=True,
-    checkpoint_every_steps=5,
-    eval_batch_size=16,
-)
+# the checkpoint tests' configuration, one epoch long
+CFG = dataclasses.replace(CHECKPOINT_CFG, epochs=1, lr=0.1, checkpoint_every_steps=5, eval_batch_size=16)
 
 
 def net_without_batch_statistics() -> nn.Module:
