@@ -39,6 +39,8 @@ def _store_bytes(tmp_path):
         ("wrong_type", "epochs should be int"),
         ("missing_data", "Fashion-MNIST not found"),
         ("unknown_dataset", "unknown dataset 'mnist3'"),
+        ("name_escapes", "name must be a plain identifier (letters, digits"),
+        ("epochs_zero", "--epochs must be an integer of at least 1, not 0"),
     ],
 )
 def test_user_errors_give_one_clear_message_and_write_nothing(
@@ -59,6 +61,10 @@ def test_user_errors_give_one_clear_message_and_write_nothing(
         data_root = tmp_path / "nowhere"
     elif case == "unknown_dataset":
         suite.write_text(suite.read_text().replace('["fashion_mnist"]', '["mnist3"]'))
+    elif case == "name_escapes":  # the store file and checkpoints would land outside --out / --work-dir
+        suite.write_text(suite.read_text().replace('name = "tiny"', 'name = "../../escape"'))
+    elif case == "epochs_zero":  # an untrained model stored as measured
+        extra = ["--epochs", "0"]
     assert main(run_args(suite, tmp_path, data_root, *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0] and err[0].startswith("bench run: error:")
