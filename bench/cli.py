@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from bench import plugins, registry
@@ -38,17 +39,30 @@ def _training_options(args: argparse.Namespace) -> dict:
     }
 
 
+DEFAULT_STORE, DEFAULT_LEADERBOARD = "results", "leaderboard"
+
+
+def leaderboard_dir(args: argparse.Namespace) -> Path:
+    """Where the leaderboard of `args.out` goes: `--leaderboard-dir`, else `leaderboard/` for the default
+    store and `<store>/leaderboard/` for any other (a scratch store never overwrites the committed pages)."""
+    if args.leaderboard_dir:
+        return Path(args.leaderboard_dir)
+    if Path(args.out).resolve() == Path(DEFAULT_STORE).resolve():
+        return Path(DEFAULT_LEADERBOARD)
+    return Path(args.out) / "leaderboard"
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from bench.commands.runner import run_suite, summary_line
     from bench.report.leaderboard import write_leaderboard
 
     suite = load_suite(args.suite)
     store = ResultStore(args.out)
-    leaderboard_dir = Path(args.leaderboard_dir)
+    board = leaderboard_dir(args)
 
     def on_record(record) -> None:
         print(summary_line(record), flush=True)
-        write_leaderboard(store, leaderboard_dir, suite.name)
+        write_leaderboard(store, board, suite.name)
 
     require_device(args.device)
     try:
@@ -71,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     if not is_main:  # under torchrun, rank 0 stores, writes and reports
         return
     print(f"{len(records)} run(s) stored in {store.path(suite.name)}")
-    print(f"leaderboard: {leaderboard_dir / (suite.name + '.md')}")
+    print(f"leaderboard: {board / (suite.name + '.md')}")
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
@@ -83,7 +97,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
 def cmd_leaderboard(args: argparse.Namespace) -> None:
     from bench.report.leaderboard import write_leaderboard
 
-    for path in write_leaderboard(ResultStore(args.out), args.leaderboard_dir, args.suite, args.at):
+    for path in write_leaderboard(ResultStore(args.out), leaderboard_dir(args), args.suite, args.at):
         print(path)
 
 
@@ -103,7 +117,14 @@ def cmd_submit(args: argparse.Namespace) -> None:
             )
         print(f"{args.file}: all {len(records)} record(s) would be accepted")
         return
-    version, records = submit(args.file, store, args.submitter, args.code_url)
+    board = leaderboard_dir(args)
+
+    def render(trial: ResultStore, suites: list[str]) -> None:  # the records, rendered before stored
+        with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp:
+            for suite in suites:
+                write_leaderboard(trial, tmp, suite)
+
+    version, records = submit(args.file, store, args.submitter, args.code_url, render=render)
     for r in records:
         print(
             f"accepted {r.record_id}: {r.model} · {r.dataset} · seed {r.seed} · "
@@ -111,8 +132,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
         )
     print(f"{len(records)} record(s) stored as store version {version} in {store.runs}")
     for suite in sorted({r.suite for r in records}):
-        write_leaderboard(store, args.leaderboard_dir, suite)
-        print(f"leaderboard: {Path(args.leaderboard_dir) / (suite + '.md')}")
+        write_leaderboard(store, board, suite)
+        print(f"leaderboard: {board / (suite + '.md')}")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -133,8 +154,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(outcome.summary())
     if not outcome.verified:
         return 1
-    write_leaderboard(store, args.leaderboard_dir, outcome.record.suite)
-    print(f"leaderboard: {Path(args.leaderboard_dir) / (outcome.record.suite + '.md')}")
+    board = leaderboard_dir(args)
+    write_leaderboard(store, board, outcome.record.suite)
+    print(f"leaderboard: {board / (outcome.record.suite + '.md')}")
     return 0
 
 
@@ -166,6 +188,9 @@ def cmd_gates(args: argparse.Namespace) -> None:
     print(f"figure: {path}")
 
 
+LEADERBOARD_HELP = (
+    "where the leaderboard is written (default: leaderboard/ for results/, else OUT/leaderboard/)"
+)
 PLUGIN_HELP = "a .py file that registers models (repeatable); installed plugins load by themselves"
 
 
@@ -188,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding the datasets (else $BENCH_DATA, then system folders)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--out", default="results", help="the result store (default: results/)")
-    p.add_argument("--leaderboard-dir", default="leaderboard", help="where the leaderboard is written")
+    p.add_argument("--leaderboard-dir", help=LEADERBOARD_HELP)
     p.add_argument("--work-dir", default="runs", help="checkpoints go here (default: runs/)")
     p.add_argument("--resume", action="store_true", help="continue each run from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
@@ -231,16 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--at", type=int, help="rebuild the leaderboard as it was at this store version")
     p.add_argument("--out", default="results", help="the result store (default: results/)")
-    p.add_argument("--leaderboard-dir", default="leaderboard")
+    p.add_argument("--leaderboard-dir", help=LEADERBOARD_HELP)
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("submit", help="validate a JSONL file of result records and store them all, or none")
     p.add_argument("file", help="one JSON record per line (what `bench run --out DIR` writes is accepted)")
-    p.add_argument("--submitter", help="your name or team (overrides the records' submitter)")
+    p.add_argument(
+        "--submitter",
+        help="your name or team (overrides the records' submitter): up to 64 letters, digits, space . _ @ + -",
+    )
     p.add_argument("--code-url", help="link to the code that produced the records (overrides code_url)")
     p.add_argument("--check", action="store_true", help="list every problem of the file and store nothing")
     p.add_argument("--out", default="results", help="the result store (default: results/)")
-    p.add_argument("--leaderboard-dir", default="leaderboard")
+    p.add_argument("--leaderboard-dir", help=LEADERBOARD_HELP)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser(
@@ -260,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submitter", help="who verified it (default: the user name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="results", help="the result store (default: results/)")
-    p.add_argument("--leaderboard-dir", default="leaderboard")
+    p.add_argument("--leaderboard-dir", help=LEADERBOARD_HELP)
     p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
     p.set_defaults(func=cmd_verify)
 

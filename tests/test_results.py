@@ -152,7 +152,7 @@ def test_older_records_are_still_read_and_upgrade_to_the_current_version(tmp_pat
         "sync_bn": True,
     }
     upgraded = upgrade(_older(2, model_info={"layout": "x", "training": ran}))
-    assert upgraded["model_info"] == {"layout": "x"} and upgraded["schema_version"] == SCHEMA_VERSION == 3
+    assert upgraded["model_info"] == {"layout": "x"} and upgraded["schema_version"] == SCHEMA_VERSION == 4
     training = Record.model_validate(upgraded).training
     assert training.model_dump(include={"world_size", "global_batch_size", "grad_scaler", "sync_bn"}) == {
         "world_size": 2,
@@ -171,9 +171,12 @@ def test_older_records_are_still_read_and_upgrade_to_the_current_version(tmp_pat
         make_record(schema_version=2)
     with pytest.raises(ValidationError, match="needs training"):
         make_record(training=None)
-    store.path("tiny").write_text(json.dumps({**v1, "schema_version": 4}) + "\n")
+    with pytest.raises(ValidationError, match="version-4 field"):
+        make_record(schema_version=3, plugin="my_method.models")
+    store.path("tiny").write_text(json.dumps({**v1, "schema_version": 5}) + "\n")
+    assert store.read() == [] and "tiny.jsonl:1 is not a valid record" in store.skipped[0]
     with pytest.raises(StoreError, match="tiny.jsonl:1 is not a valid record"):
-        store.read()
+        store.check()
 
 
 def test_training_facts_must_add_up():
@@ -204,13 +207,16 @@ def test_segmentation_records_carry_miou_and_pixel_accuracy_instead_of_top1():
         make_record(metrics={k: v for k, v in metrics.items() if not k.startswith("top")})
 
 
-def test_a_corrupt_line_is_reported_with_file_and_line(tmp_path):
+def test_a_corrupt_line_is_named_and_skipped_and_the_store_stays_usable(tmp_path, capsys):
     store = ResultStore(tmp_path)
     store.append([make_record()])
     with open(store.path("tiny"), "a") as f:
         f.write('{"schema_version": 1}\n')
+    assert [r.seed for r in store.read()] == [0]
+    assert "tiny.jsonl:2 is not a valid record" in capsys.readouterr().err
     with pytest.raises(StoreError, match=r"tiny.jsonl:2 is not a valid record"):
-        store.read()
+        store.check()
+    assert store.append([make_record(1)]) == 2 and [r.seed for r in store.read()] == [0, 1]
 
 
 def test_a_line_out_of_version_order_was_edited_by_hand(tmp_path):
@@ -219,8 +225,7 @@ def test_a_line_out_of_version_order_was_edited_by_hand(tmp_path):
     store.append([make_record(1)])
     lines = store.path("tiny").read_text().splitlines()
     store.path("tiny").write_text("\n".join(reversed(lines)) + "\n")
-    with pytest.raises(StoreError, match="store_version 1 after 2"):
-        store.read()
+    assert [r.seed for r in store.read()] == [1] and "store_version 1 after 2" in store.skipped[0]
 
 
 def test_a_failed_check_leaves_the_store_untouched(tmp_path):
@@ -237,26 +242,109 @@ def test_a_failed_check_leaves_the_store_untouched(tmp_path):
     assert store.path("tiny").read_bytes() == before and store.version() == 1
 
 
-def test_a_batch_over_two_suites_cut_short_is_finished_by_the_next_reader(tmp_path):
+def _line(seed, suite, version) -> bytes:
+    record = make_record(seed, suite=suite).model_copy(update={"store_version": version}).with_id()
+    return record.model_dump_json().encode() + b"\n"
+
+
+def test_a_batch_over_two_suites_cut_short_is_rolled_back_by_the_next_reader(tmp_path):
     store = ResultStore(tmp_path)
     store.append([make_record(0, suite="a"), make_record(0, suite="b")])
     assert {r.suite for r in store.read(at=1)} == {"a", "b"}
-    # what a writer killed between the two renames leaves: one file renamed, one temporary and the journal
-    store.append([make_record(1, suite="a")])
-    good_b = store.path("b").read_bytes()
-    tmp_b = store.path("b").with_name("b.jsonl.tmp")
-    tmp_b.write_bytes(
-        good_b
-        + make_record(1, suite="b")
-        .model_copy(update={"store_version": 3})
-        .with_id()
-        .model_dump_json()
-        .encode()
-        + b"\n"
+    # what a writer killed mid-batch leaves: the journal of sizes, one file appended, one half-appended
+    sizes = {s: store.path(s).stat().st_size for s in "ab"}
+    (store.runs / JOURNAL).write_text(
+        json.dumps({"version": 2, "files": [["a.jsonl", sizes["a"]], ["b.jsonl", sizes["b"]]]})
     )
+    with open(store.path("a"), "ab") as f:
+        f.write(_line(1, "a", 2))
+    with open(store.path("b"), "ab") as f:
+        f.write(_line(1, "b", 2)[:40])
+    assert sorted((r.suite, r.seed) for r in store.read()) == [("a", 0), ("b", 0)]
+    assert not (store.runs / JOURNAL).exists()
+    assert {s: store.path(s).stat().st_size for s in "ab"} == sizes
+    assert store.append([make_record(1, suite="b")]) == 2
+
+
+def test_an_older_versions_journal_of_renames_is_finished(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append([make_record(0, suite="a"), make_record(0, suite="b")])
+    tmp_b = store.path("b").with_name("b.jsonl.tmp")
+    tmp_b.write_bytes(store.path("b").read_bytes() + _line(1, "b", 2))
     (store.runs / JOURNAL).write_text(json.dumps([[str(tmp_b), str(store.path("b"))]]))
-    assert sorted((r.suite, r.seed) for r in store.read()) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert sorted((r.suite, r.seed) for r in store.read()) == [("a", 0), ("b", 0), ("b", 1)]
     assert not (store.runs / JOURNAL).exists() and not tmp_b.exists()
+
+
+@pytest.mark.parametrize(
+    "journal",
+    [
+        b'{"version": 2, "files": [["a.jsonl", 1',  # cut short while being written
+        b"\x00\x00\x00",
+        b'{"version": 2, "files": [["../../victim.jsonl", 0]]}',
+        b'{"version": 2, "files": [["a.jsonl", -1]]}',
+        b'{"version": 2, "files": [["/etc/passwd", 0]]}',
+    ],
+)
+def test_a_journal_that_cannot_be_trusted_is_set_aside_and_nothing_is_touched(tmp_path, journal, capsys):
+    store = ResultStore(tmp_path / "store")
+    store.append([make_record(0, suite="a")])
+    victim = tmp_path / "victim.jsonl"
+    victim.write_text("precious\n")
+    before = store.path("a").read_bytes()
+    (store.runs / JOURNAL).write_bytes(journal)
+    assert [r.seed for r in store.read()] == [0]
+    assert store.path("a").read_bytes() == before and victim.read_text() == "precious\n"
+    assert not (store.runs / JOURNAL).exists() and len(list(store.runs.glob(".batch.broken-*"))) == 1
+    assert "set aside" in capsys.readouterr().err
+    assert store.append([make_record(1, suite="a")]) == 2
+
+
+def test_an_older_journal_naming_a_path_outside_the_store_moves_nothing(tmp_path):
+    store = ResultStore(tmp_path / "store")
+    store.append([make_record(0, suite="a")])
+    outside, target = tmp_path / "evil.tmp", tmp_path / "target.txt"
+    outside.write_text("evil")
+    target.write_text("mine")
+    (store.runs / JOURNAL).write_text(json.dumps([[str(outside), str(target)]]))
+    assert [r.seed for r in store.read()] == [0]
+    assert target.read_text() == "mine" and outside.exists()
+
+
+def test_a_torn_last_line_is_left_out_then_set_aside_by_the_next_append(tmp_path, capsys):
+    store = ResultStore(tmp_path)
+    store.append([make_record(0)])
+    with open(store.path("tiny"), "ab") as f:
+        f.write(_line(1, "tiny", 2)[:50])
+    assert [r.seed for r in store.read()] == [0] and "not a whole line" in store.skipped[0]
+    assert store.version() == 1
+    assert store.append([make_record(2)]) == 2
+    assert [r.seed for r in store.read()] == [0, 2] and store.skipped == []
+    (aside,) = store.runs.glob("tiny.jsonl.torn-*")
+    assert aside.read_bytes() == _line(1, "tiny", 2)[:50]
+
+
+def test_the_store_refuses_non_finite_numbers_and_oversized_values(tmp_path):
+    store = ResultStore(tmp_path)
+    for bad in (
+        {"train_config": {"gamma": float("nan")}},
+        {"model_info": {"x": float("inf")}},
+        {"history": [{"epoch": 1, "train_loss": float("nan")}]},
+        {"metrics": {**record_body()["metrics"], "params": 10**400}},
+        {"gates": {"hello": 1}},
+        {"model_info": {"x": "y" * 10_000}},
+    ):
+        with pytest.raises(ValueError, match="field "):
+            store.append([make_record(**bad)])
+    assert not store.path("tiny").exists()
+
+
+def test_appending_does_not_rewrite_the_file(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append([make_record(0)])
+    inode = store.path("tiny").stat().st_ino
+    store.append([make_record(1)])
+    assert store.path("tiny").stat().st_ino == inode  # appended in place, not replaced by a rename
 
 
 def test_digest_is_over_stored_bytes_and_reproducible_at_a_version(tmp_path):
@@ -295,9 +383,10 @@ def test_two_processes_appending_at_once_lose_nothing(tmp_path):
     assert sorted(r.store_version for r in records) == list(range(1, 31))
     lines = ResultStore(tmp_path).path("tiny").read_text().splitlines()
     assert all(json.loads(line)["schema_version"] == SCHEMA_VERSION for line in lines)
-    assert not [f for f in os.listdir(tmp_path / "runs") if f.endswith(".tmp")]
+    assert not [f for f in os.listdir(tmp_path / "runs") if f.endswith(".tmp") or f.startswith(".batch")]
 
 
 def test_committed_store_validates():
-    ResultStore(REPO / "results").read()
+    store = ResultStore(REPO / "results")
+    assert store.read() and store.skipped == []
     assert ResultStore(REPO / "results").paper_files()

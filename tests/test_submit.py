@@ -187,7 +187,7 @@ def _case(name: str, tmp_path: Path):
             "not a number",
         ),
         "unknown_schema_version": (
-            [quick_body(5, schema_version=4)],
+            [quick_body(5, schema_version=5)],
             None,
             1,
             "schema_version",

@@ -9,7 +9,7 @@ metadata, so the same points give the same bytes.
 
 from __future__ import annotations
 
-import os
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from bench.store.results import write_atomic  # noqa: E402
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
@@ -99,8 +101,7 @@ def plot_accuracy_macs(
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, png.getvalue())  # a temporary name of its own: concurrent writers are safe

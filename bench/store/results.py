@@ -48,6 +48,7 @@ CHANNELS = {  # how a record enters -> the statuses it may have
     "verify": ("verified",),
 }
 TAIL_CHUNK = 1 << 16
+_HELD: set[Path] = set()  # runs folders whose lock this process holds (flock is not re-entrant)
 
 
 class StoreError(ValueError):
@@ -87,18 +88,24 @@ class ResultStore:
     def lock(self) -> Iterator[None]:
         """The exclusive lock of a writer; an interrupted batch is rolled back first."""
         self.runs.mkdir(parents=True, exist_ok=True)
+        key = self.runs.resolve()
+        if key in _HELD:  # a check run under this process's own lock reads the store
+            yield
+            return
         with open(self.runs / ".lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            _HELD.add(key)
             try:
                 self._recover()
                 yield
             finally:
+                _HELD.discard(key)
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def _shared(self) -> Iterator[None]:
         """The shared lock of a reader: no writer is mid-batch while it is held."""
-        if not self.runs.is_dir():
+        if not self.runs.is_dir() or self.runs.resolve() in _HELD:
             yield
             return
         if (self.runs / JOURNAL).exists():

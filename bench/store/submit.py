@@ -5,25 +5,37 @@ the records `bench run --out DIR` writes are already in it). Each line is checke
 schema version, every field's type and range, finite numbers) and against the harness (a built-in
 suite at its current version, a dataset of that suite, a complete training configuration whose hash
 is the record's `config_hash`) and the store (no record stored twice, no seed of a configuration
-submitted twice). The first problem found ends the submission with one message naming the line and
-the field; nothing is written. Accepted records get status "submitted", need a `code_url`, and are
-appended as one batch (one new store version) under the store's lock, after which the leaderboard is
-regenerated.
+submitted twice, no copy of a stored record: same configuration hash, seed and metrics). Every field is
+held to `bench.store.limits` (sizes, charsets, finite numbers, bounded integers, the gate summary's
+shape), and so is the file (MAX_SUBMISSION_BYTES, MAX_SUBMISSION_RECORDS). A record of a model the
+registry does not hold names its plugin module (`plugin`) and its `code_url`. The first problem found
+ends the submission with one message naming the line and the field; nothing is written.
+
+Accepted records get status "submitted" whatever their text says (the store enters everything `bench
+submit` hands it as a submission: provenance is the channel, not a field), need a `code_url`, and a
+submitter name of the `limits.SUBMITTER` charset that is not reserved ("measured", ...). Under the
+store's lock they are first rendered: the leaderboard is generated, into a temporary folder, from a
+copy of the store holding them (`render`); only if that succeeds are they appended as one batch (one new
+store version), after which the real leaderboard is regenerated.
 
 Submitted files are data only: they are parsed as JSON and validated, never executed, imported or
-unpickled, and no path in them is opened.
+unpickled, and no path or address in them is opened or fetched (docs/threat-model.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from bench import registry
 from bench.data import DATASETS
 from bench.engine.config import (
     _HASH_OMITS_AT_DEFAULT,
@@ -34,10 +46,17 @@ from bench.engine.config import (
     list_suites,
     load_suite,
 )
+from bench.store.limits import (
+    MAX_SUBMISSION_BYTES,
+    MAX_SUBMISSION_RECORDS,
+    LimitError,
+    check_limits,
+    check_submitter,
+)
 from bench.store.results import ResultStore
 from bench.store.schema import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, Record, upgrade
 
-MAX_BYTES = 64 * 2**20
+MAX_BYTES = MAX_SUBMISSION_BYTES  # the name older callers use
 ASSIGNED_BY_STORE = ("record_id", "store_version")
 
 
@@ -177,6 +196,11 @@ def check_record(body: dict[str, Any], submitter: str | None = None, code_url: s
         body["status"] = "submitted"
     if submitter is not None:
         body["submitter"] = submitter
+    if isinstance(body.get("submitter"), str):
+        try:
+            check_submitter(body["submitter"])
+        except LimitError as e:
+            raise _Reject(e.field, e.message) from None
     if code_url is not None:
         body["code_url"] = code_url
     if body.get("status") == "submitted" and not body.get("code_url"):
@@ -187,6 +211,10 @@ def check_record(body: dict[str, Any], submitter: str | None = None, code_url: s
         record = Record.model_validate_json(json.dumps(body), strict=True)
     except ValidationError as e:
         raise _explain(e.errors()[0]) from None
+    try:
+        check_limits(record.model_copy(update={"store_version": 1}))
+    except LimitError as e:
+        raise _Reject(e.field, e.message) from None
     _check_against_harness(record)
     return record
 
@@ -204,6 +232,13 @@ def _check_against_harness(record: Record) -> None:
             "suite_version",
             f"suite {suite.name!r} is at version {suite.version}, the record says "
             f"{record.suite_version}; re-run it with the current suite",
+        )
+    if record.model not in registry.list_models() and not record.plugin:
+        raise _Reject(
+            "plugin",
+            f"model {record.model!r} is not registered here: a record of a model outside the registry "
+            'names the module that registers it (plugin, e.g. "my_method.models") and, in code_url, '
+            "where that code is; `bench verify` tells a verifier to install it from there",
         )
     if record.dataset not in DATASETS:
         raise _Reject("dataset", f"unknown dataset {record.dataset!r}; known datasets: {', '.join(DATASETS)}")
@@ -249,12 +284,20 @@ def read_submission(
     if not path.is_file():
         raise SubmissionError(f"{path}: no such file; pass the JSONL file of records to submit")
     if path.stat().st_size > MAX_BYTES:
-        raise SubmissionError(f"{path}: larger than {MAX_BYTES >> 20} MiB; split it into several submissions")
+        raise SubmissionError(
+            f"{path}: larger than MAX_SUBMISSION_BYTES ({MAX_SUBMISSION_BYTES >> 20} MiB); split it into "
+            "several submissions; nothing was stored"
+        )
     records, numbers, problems = [], [], []
     first_line: dict[tuple, int] = {}
     for number, raw in enumerate(path.read_bytes().splitlines(), 1):
         if not raw.strip():
             continue
+        if len(records) + len(problems) >= MAX_SUBMISSION_RECORDS:
+            raise SubmissionError(
+                f"{path}: more than MAX_SUBMISSION_RECORDS ({MAX_SUBMISSION_RECORDS}) records; split it "
+                "into several submissions; nothing was stored"
+            )
         try:
             record = check_record(_parse_json(raw), submitter, code_url)
             if run_key(record) in first_line:
@@ -276,20 +319,28 @@ def read_submission(
     return records, numbers, problems
 
 
+def same_result(record: Record) -> tuple:
+    """What makes two records the same result: configuration hash, seed and metrics."""
+    metrics = record.metrics.model_dump_json() if record.metrics else None
+    return (record.config_hash, record.seed, metrics)
+
+
 def duplicates(records: list[Record], numbers: list[int], stored: list[Record]) -> list[Problem]:
-    """Records already in the store: the same content, or a seed of a configuration already submitted."""
-    by_content = {r.content_id(): r for r in stored}
+    """Records already in the store: a copy of a stored record (same configuration hash, seed and
+    metrics, whoever stored it), or a seed of a configuration already submitted."""
+    by_content = {same_result(r): r for r in stored if r.metrics is not None}
     by_run = {run_key(r): r for r in stored if r.status == "submitted"}
     problems = []
     for record, number in zip(records, numbers, strict=True):
-        same = by_content.get(record.content_id())
+        same = by_content.get(same_result(record))
         if same is not None:
             problems.append(
                 Problem(
                     number,
                     "",
-                    f"a duplicate of stored record {same.record_id} (store version "
-                    f"{same.store_version}); it is already on the leaderboard",
+                    f"a duplicate of stored record {same.record_id} ({same.status}, store version "
+                    f"{same.store_version}: same config_hash, seed and metrics); it is already on the "
+                    "leaderboard",
                 )
             )
         elif run_key(record) in by_run:
@@ -323,11 +374,41 @@ def check_submission(
     return records, sorted(problems, key=lambda p: p.line)
 
 
+Render = Callable[[ResultStore, list[str]], None]
+
+
+def trial_render(store: ResultStore, records: list[Record], render: Render) -> None:
+    """Render the leaderboard of the store as it would be with `records` added, in a temporary copy of
+    the store; SubmissionError, and nothing stored, if rendering fails. Call under the store's lock."""
+    with tempfile.TemporaryDirectory(prefix="bench-submit-") as tmp:
+        trial = ResultStore(tmp)
+        trial.runs.mkdir(parents=True)
+        for path in store.files():
+            shutil.copyfile(path, trial.runs / path.name)
+        for folder in ("paper", "perf"):
+            if (store.root / folder).is_dir():
+                shutil.copytree(store.root / folder, trial.root / folder)
+        trial.append(records, channel="submit")
+        try:
+            render(trial, sorted({r.suite for r in records}))
+        except Exception as e:  # noqa: BLE001 - whatever rendering meets, the store must not hold it
+            raise SubmissionError(
+                f"the leaderboard cannot be rendered with these records ({type(e).__name__}: {e}); "
+                "nothing was stored"
+            ) from None
+
+
 def submit(
-    path: str | Path, store: ResultStore, submitter: str | None = None, code_url: str | None = None
+    path: str | Path,
+    store: ResultStore,
+    submitter: str | None = None,
+    code_url: str | None = None,
+    render: Render | None = None,
 ) -> tuple[int, list[Record]]:
     """Validate every record of `path` and append them all as one store version, or raise
-    SubmissionError and write nothing. Returns the new store version and the stored records."""
+    SubmissionError and write nothing. `render(trial_store, suites)` renders the leaderboard of a copy
+    of the store holding the records, first; if it raises, nothing is stored. Returns the new store
+    version and the stored records."""
     path = Path(path)
     records, numbers, problems = read_submission(path, submitter, code_url)
     if problems:
@@ -337,7 +418,9 @@ def submit(
         found = duplicates(records, numbers, stored)
         if found:
             raise _reject(path, found)
+        if render is not None:
+            trial_render(store, records, render)
 
-    version = store.append(records, check=no_duplicates)
+    version = store.append(records, check=no_duplicates, channel="submit")
     stored = [r for r in store.read(at=version) if r.store_version == version]
     return version, stored
