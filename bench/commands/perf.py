@@ -1,4 +1,4 @@
-"""Performance benchmarks of the harness itself (`bench perf train | gated | suite`).
+"""Performance benchmarks of the harness itself (`bench perf train | gated | suite | store`).
 
 - `train`: images/s of the harness's loop (`bench.engine.train.train`, as a suite runs it, checkpoint
   included) against a bare PyTorch loop over the same model, data (already in memory, normalised once),
@@ -18,6 +18,10 @@
   runner: training, checkpoint writing, evaluation, measurement, data loading, store and leaderboard
   writing. The stages are timed by wrapping the runner's stage functions for this call only; the normal
   path of `bench run` is untouched.
+- `store`: the time of one append (one record, as `bench run` appends it) to a result store already
+  holding `--records` records (default 10,000), in a temporary folder: the median of `--appends` appends,
+  each to the growing store. An append writes only the new line (and a journal of file sizes), so the
+  figure does not grow with the store.
 
 Each benchmark writes its numbers, the device, library versions, thread count, load average and date to
 `results/perf/<benchmark>-<name>.json` (the latest run per file); `bench.report.perf_page` renders them
@@ -49,6 +53,98 @@ from bench.measure.latency import malloc_tuned, measure_latency
 from bench.store.results import write_text_atomic
 
 PERF_DIR = Path("results") / "perf"
+
+
+# --- store: the time of an append to a large store ----------------------------------------------------
+
+
+def _store_record(seed: int, env: dict):
+    """A small valid measured record (what `bench run` appends), for the store benchmark."""
+    from bench.store.schema import SCHEMA_VERSION, Record
+
+    return Record.model_validate(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "suite": "perf",
+            "suite_version": 1,
+            "model": "resnet20",
+            "model_family": "resnet_cifar",
+            "model_info": {"block": "basic", "shortcut": "A (zero-pad)"},
+            "train_config": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+            "config_hash": "0" * 64,
+            "dataset": "fashion_mnist",
+            "data": {
+                "eval_digest": "0" * 64,
+                "train_size": 20000,
+                "eval_size": 10000,
+                "input_shape": [1, 28, 28],
+                "source": "synthetic",
+            },
+            "seed": seed,
+            "status": "measured",
+            "metrics": {
+                "top1_pct": 85.0,
+                "top5_pct": 99.0,
+                "eval_loss": 0.4,
+                "params": 269434,
+                "static_macs": 30821248,
+                "macs_counter": "perf",
+                "train_time_s": 40.0,
+                "train_images_per_s": 500.0,
+            },
+            "history": [{"epoch": 1, "train_loss": 0.67, "train_top1_pct": 74.9}],
+            "training": {
+                "world_size": 1,
+                "global_batch_size": 64,
+                "batch_size_per_rank": 64,
+                "lr": 0.05,
+                "lr_scaling": "none",
+                "amp_dtype": None,
+                "grad_scaler": False,
+                "channels_last": False,
+                "sync_bn": False,
+                "backend": None,
+            },
+            "environment": env,
+            "submitter": "perf",
+            "created_at": "2026-01-01T00:00:00+00:00",
+        }
+    )
+
+
+def bench_store(records: int = 10_000, appends: int = 20, log=print) -> dict:
+    """Median time of one append to a store holding `records` records."""
+    from bench.store.results import ResultStore
+
+    env = environment("cpu")
+    with tempfile.TemporaryDirectory(prefix="bench-perf-store-") as tmp:
+        store = ResultStore(tmp)
+        store.runs.mkdir(parents=True)
+        with open(store.path("perf"), "wb") as f:  # the store as `records` appends would leave it
+            for i in range(records):
+                stamped = _store_record(i, env).model_copy(update={"store_version": i + 1}).with_id()
+                f.write(stamped.model_dump_json().encode() + b"\n")
+        size = store.path("perf").stat().st_size
+        log(f"store of {records} records ({size / 2**20:.1f} MiB) written; timing {appends} appends")
+        times = []
+        for k in range(appends):
+            record = _store_record(records + k, env)
+            start = time.perf_counter()
+            store.append([record])
+            times.append(1000 * (time.perf_counter() - start))
+        assert store.version() == records + appends
+    times.sort()
+    return {
+        "benchmark": "store",
+        "records": records,
+        "appends": appends,
+        "store_bytes": size,
+        "append_ms_median": statistics.median(times),
+        "append_ms_min": times[0],
+        "append_ms_max": times[-1],
+        "append_ms_all": [round(t, 3) for t in times],
+        **_context(),
+    }
 
 
 # --- common ------------------------------------------------------------------------------------------
@@ -582,6 +678,13 @@ def add_parser(sub) -> None:
     q.add_argument("--data-root")
     q.set_defaults(func=cmd_perf)
 
+    q = perf.add_parser("store", parents=[common], help="time of one append to a store of many records")
+    q.add_argument(
+        "--records", type=int, default=10_000, help="records already in the store (default: 10000)"
+    )
+    q.add_argument("--appends", type=int, default=20, help="appends timed (default: 20)")
+    q.set_defaults(func=cmd_perf)
+
 
 def cmd_perf(args: argparse.Namespace) -> None:
     kind = args.perf_command
@@ -617,6 +720,15 @@ def cmd_perf(args: argparse.Namespace) -> None:
             f"{r['sparse_open_over_sparse_interleaved']:.2f} (sparsity alone)"
         )
         name = f"{r['model']}-bs{r['batch_size']}"
+    elif kind == "store":
+        if args.records < 0 or args.appends < 1:
+            raise ValueError("--records must be >= 0 and --appends >= 1")
+        r = bench_store(args.records, args.appends)
+        print(
+            f"store of {r['records']} records: one append takes {r['append_ms_median']:.1f} ms "
+            f"(median of {r['appends']}; min {r['append_ms_min']:.1f}, max {r['append_ms_max']:.1f})"
+        )
+        name = f"{r['records']}records"
     else:
         r = bench_suite(
             args.suite, models=args.models, epochs=args.epochs, data_root=args.data_root, threads=args.threads

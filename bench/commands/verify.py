@@ -8,7 +8,8 @@ must equal the record's. When the re-run's metric lies within the tolerance of t
 re-run is appended to the store as a record with status "verified" whose `verification` names the
 record it verified (the store stays append-only; the leaderboard shows the badge). Otherwise nothing
 is stored and the result says by how much it missed. Nothing from a submitted record is executed:
-the model comes from the registry by name, and the only checkpoint the training loop reads back is
+the model comes from the registry by name (a record of a model outside it names its plugin module and
+code URL, which verify tells the verifier to install; it never imports or fetches them itself), and the only checkpoint the training loop reads back is
 its own (`torch.load(..., weights_only=True)`), in a fresh working folder.
 """
 
@@ -86,7 +87,14 @@ def rebuild_spec(record: Record, suite_path: str | None = None) -> RunSpec:
     except SuiteError as e:
         raise VerifyError(str(e)) from None
     spec = RunSpec(suite, record.model, record.dataset, record.seed, train, dict(record.model_args))
-    registry.get_entry(record.model)  # unknown model: UnknownModelError names the fix
+    if record.model not in registry.list_models():
+        if record.plugin:  # the record says how to build it; the verifier installs it, we never fetch it
+            raise VerifyError(
+                f"model {record.model!r} is not registered here: record {record.record_id} says it is "
+                f"registered by the module {record.plugin!r}, from {record.code_url}; read that code, "
+                f"install it (or pass --plugin FILE) and run `bench verify {record.record_id}` again"
+            )
+        registry.get_entry(record.model)  # unknown model: UnknownModelError names the fix
     return spec
 
 
@@ -151,6 +159,6 @@ def verify(
         tolerance=tolerance,
     )
     verified = rerun.model_copy(update={"status": "verified", "verification": check})  # validated by append
-    version = store.append([verified], check=not_verified_yet)
+    version = store.append([verified], check=not_verified_yet, channel="verify")
     (stored,) = [r for r in store.read(record.suite, at=version) if r.store_version == version]
     return Outcome(record, stored, True, delta, tolerance, version)

@@ -45,6 +45,9 @@ SUBMITTER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@+-]*$")  # no markup characte
 RESERVED_SUBMITTERS = ("measured", "submitted", "verified", "failed", "ours", "channelbench")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 PLUGIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")  # a dotted module path
+URL = re.compile(
+    r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/?#@!$&*+,;=%:-]*)?$"
+)  # no ( ) < > [ ] ' "
 KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")  # incl. bidi overrides
 
@@ -146,8 +149,15 @@ def check_limits(record: Any) -> None:
                 f"an identifier of at most MAX_NAME ({MAX_NAME}) characters (letters, digits, _ . + -), "
                 f"got {value[:40]!r}",
             )
-    if body.get("code_url") is not None and len(body["code_url"]) > MAX_URL:
-        raise LimitError("code_url", f"longer than MAX_URL ({MAX_URL}) characters")
+    if body.get("code_url") is not None:
+        if len(body["code_url"]) > MAX_URL:
+            raise LimitError("code_url", f"longer than MAX_URL ({MAX_URL}) characters")
+        if not URL.match(body["code_url"]):
+            raise LimitError(
+                "code_url",
+                "an http(s) address of host, port and path characters only (no spaces, quotes, "
+                f"brackets or angle brackets), got {body['code_url'][:60]!r}",
+            )
     if body.get("failure_reason") is not None and len(body["failure_reason"]) > MAX_REASON:
         raise LimitError("failure_reason", f"longer than MAX_REASON ({MAX_REASON}) characters")
     metrics = body.get("metrics") or {}

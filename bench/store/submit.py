@@ -283,9 +283,9 @@ def read_submission(
     path = Path(path)
     if not path.is_file():
         raise SubmissionError(f"{path}: no such file; pass the JSONL file of records to submit")
-    if path.stat().st_size > MAX_BYTES:
+    if path.stat().st_size > MAX_SUBMISSION_BYTES:
         raise SubmissionError(
-            f"{path}: larger than MAX_SUBMISSION_BYTES ({MAX_SUBMISSION_BYTES >> 20} MiB); split it into "
+            f"{path}: larger than MAX_SUBMISSION_BYTES ({MAX_SUBMISSION_BYTES} bytes); split it into "
             "several submissions; nothing was stored"
         )
     records, numbers, problems = [], [], []
