@@ -133,3 +133,35 @@ def test_an_older_record_without_newer_config_fields_is_rebuilt_with_their_defau
     )
     with pytest.raises(VerifyError, match="edited"):
         rebuild_spec(older.model_copy(update={"seed": 0, "train_config": {**train, "lr": 1.0}}), str(suite))
+
+
+def test_a_record_of_a_model_outside_the_registry_names_its_plugin_and_code_and_runs_nothing(measured):
+    root, data, suite, record = measured
+    run = {**record.run_config(), "model": "mystery_net"}
+    other = record.model_copy(
+        update={
+            "model": "mystery_net",
+            "config_hash": config_hash(run),
+            "plugin": "mystery.models",
+            "code_url": "https://example.org/mystery",
+        }
+    )
+    with pytest.raises(VerifyError, match=r"module 'mystery.models', from https://example.org/mystery"):
+        rebuild_spec(other, str(suite))
+    import sys
+
+    assert "mystery" not in sys.modules  # never imported
+
+
+def test_a_verified_record_enters_only_through_verify(tmp_path):
+    store = ResultStore(tmp_path)
+    with pytest.raises(ValueError, match="cannot enter the store through `bench submit`"):
+        store.append([_verified_like()], channel="submit")
+    assert not store.path("tiny").exists()
+
+
+def _verified_like():
+    from tests.test_results import make_record
+
+    check = {"record_id": "d" * 16, "submitted": 50.0, "measured": 50.0, "tolerance": 1.0}
+    return make_record(status="verified", verification=check)
