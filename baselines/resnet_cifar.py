@@ -96,8 +96,7 @@ class BasicBlock(GateSlot, nn.Module):
         self.init_gate(gate_layer)
 
     def forward(self, x: Tensor) -> Tensor:
-        masks = self.masks(x)
-        identity = self.shortcut(x)
+        masks, identity = self.masks_and_identity(x, self.shortcut)
         out = apply_mask(self.relu(self.bn1(self.conv1(x))), masks, "conv1")
         out = apply_mask(self.attn(self.bn2(self.conv2(out))), masks, "conv2")
         return self.relu(apply_mask(out, masks, "branch") + identity)

@@ -79,6 +79,9 @@ class TorchvisionBlock(GateSlot, nn.Module):
     def make_branch(self, inplanes: int, planes: int, stride: int, dilation: int, norm_layer, layout: str):
         raise NotImplementedError
 
+    def shortcut(self, x: Tensor) -> Tensor:
+        return x if self.downsample is None else self.downsample(x)
+
     def sparse_parameters(self) -> dict:
         folded = sparse.fold_block(self, len(self.convs))
         folded["shortcut"] = fold_projection(self.downsample)
@@ -101,8 +104,7 @@ class BasicBlock(TorchvisionBlock):
         self.bn2 = norm_layer(planes)
 
     def forward(self, x: Tensor) -> Tensor:
-        masks = self.masks(x)
-        identity = x if self.downsample is None else self.downsample(x)
+        masks, identity = self.masks_and_identity(x, self.shortcut)
         out = apply_mask(self.relu(self.bn1(self.conv1(x))), masks, "conv1")
         out = apply_mask(self.attn(self.bn2(self.conv2(out))), masks, "conv2")
         return self.relu(apply_mask(out, masks, "branch") + identity)
@@ -135,8 +137,7 @@ class Bottleneck(TorchvisionBlock):
             replay_init_draw(self.conv1)
 
     def forward(self, x: Tensor) -> Tensor:
-        masks = self.masks(x)
-        identity = x if self.downsample is None else self.downsample(x)
+        masks, identity = self.masks_and_identity(x, self.shortcut)
         out = apply_mask(self.relu(self.bn1(self.conv1(x))), masks, "conv1")
         out = apply_mask(self.relu(self.bn2(self.conv2(out))), masks, "conv2")
         out = apply_mask(self.attn(self.bn3(self.conv3(out))), masks, "conv3")

@@ -66,6 +66,17 @@ class GateSlot:
         self.last_gate = out.detach()
         return {self.gate.position: out}
 
+    def masks_and_identity(self, x: Tensor, shortcut) -> tuple[dict[str, Tensor], Tensor]:
+        """The gate's masks and `shortcut(x)`, in the order each method's reference code reads `x`: a
+        block gate ("branch", ConvNet-AIG) decides before the shortcut runs, a channel gate after it.
+        The order fixes the order in which autograd sums the gradients of `x`, so seeded trainings
+        reproduce their stored results bit for bit."""
+        if getattr(self.gate, "position", None) == "branch":
+            masks = self.masks(x)
+            return masks, shortcut(x)
+        identity = shortcut(x)
+        return self.masks(x), identity
+
     def sparse_indices(self, x: Tensor) -> tuple[bool, dict[str, Tensor | None]]:
         """One sample: (is the branch open?, open output channels per conv, None = all)."""
         masks = self.masks(x)
