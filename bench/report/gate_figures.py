@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.report.plots import plot_text  # noqa: E402
+from bench.report.plots import plot_text, save_figure  # noqa: E402
 
 COLOURS = {"always on": "#2b8cbe", "input-dependent": "#fdae61", "always off": "#bdbdbd"}
 
@@ -51,6 +51,4 @@ def plot_gate_stats(gates: dict, title: str, path: str | Path) -> Path:
     right.set_title("open gates per image")
     fig.suptitle(plot_text(title))
     fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -101,7 +101,13 @@ def plot_accuracy_macs(
     ax.grid(True, linewidth=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """The figure as a PNG without a timestamp, written whole under a temporary name of its own (any
+    number of writers of the same page may run at once)."""
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
-    return write_atomic(path, png.getvalue())  # a temporary name of its own: concurrent writers are safe
+    return write_atomic(path, png.getvalue())
