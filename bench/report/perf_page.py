@@ -115,6 +115,24 @@ def _suite_rows(results: list[dict]) -> list[dict]:
     ]
 
 
+STORE_FORMATS = {"store MB": "{:.1f}", "append ms, median": "{:.1f}", "min": "{:.1f}", "max": "{:.1f}"}
+
+
+def _store_rows(results: list[dict]) -> list[dict]:
+    return [
+        {
+            "records": r["records"],
+            "store MB": r["store_bytes"] / 1e6,
+            "appends": r["appends"],
+            "append ms, median": r["append_ms_median"],
+            "min": r["append_ms_min"],
+            "max": r["append_ms_max"],
+            "measured": _when(r),
+        }
+        for r in results
+    ]
+
+
 SECTIONS = [  # kind, heading, introduction (lines), rows, column formats
     (
         "train",
@@ -138,6 +156,13 @@ SECTIONS = [  # kind, heading, introduction (lines), rows, column formats
         GATED_FORMATS,
     ),
     ("suite", "Suite wall time by stage", [], _suite_rows, SUITE_FORMATS),
+    (
+        "store",
+        "Appending one record to a large store",
+        ["An append writes to the end of the store file: its cost does not grow with the store.", ""],
+        _store_rows,
+        STORE_FORMATS,
+    ),
 ]
 
 
@@ -151,7 +176,7 @@ def perf_markdown(results_dir: str | Path) -> str:
         "Measured on a shared CPU; each ratio comes from one process, its repeats alternated. "
         "Load is the 1-minute load average when the benchmark finished."
     )
-    of = {kind: [r for r in results if r.get("benchmark") == kind] for kind in ("train", "gated", "suite")}
+    of = {kind: [r for r in results if r.get("benchmark") == kind] for kind, *_ in SECTIONS}
     for kind, heading, intro, rows, formats in SECTIONS:
         if of[kind]:
             lines += [
