@@ -71,8 +71,9 @@ def test_the_tree_trains_evaluates_and_gives_a_record_and_a_leaderboard_row(imag
 
     suite = parse_suite(TINY, "imagenet_tiny.toml")
     store = ResultStore(tmp_path / "results")
-    (record,) = run_suite(suite, data_root=str(imagenet_root), store=store, work_dir=tmp_path / "runs",
-                          progress=False)  # fmt: skip
+    (record,) = run_suite(
+        suite, data_root=str(imagenet_root), store=store, work_dir=tmp_path / "runs", progress=False
+    )
     assert record.status == "measured" and record.data.eval_size == 8 and record.data.train_size == 24
     assert record.data.input_shape == [3, 16, 16] and 0 <= record.metrics.top1_pct <= 100
     assert record.train_config["lr_scaling"] == "linear" and record.train_config["batch_size"] == 8
