@@ -35,3 +35,18 @@ def no_system_data(monkeypatch):
 
 def real_fashion_mnist_available() -> bool:
     return os.path.isdir(FASHION_MNIST)
+
+
+CUDA_SKIP_REASON = (
+    "needs a CUDA GPU (torch.cuda.is_available() is False here); run `make test-gpu` on a GPU node"
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` are skipped, with the reason, where there is no GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=CUDA_SKIP_REASON)
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
