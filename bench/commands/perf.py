@@ -182,8 +182,10 @@ def _threads(n: int | None):
 # --- training throughput -----------------------------------------------------------------------------
 
 
-def _bare_train(model: nn.Module, images: Tensor, labels: Tensor, cfg, seed: int) -> float:
-    """One pass of a plain PyTorch loop over in-memory float images; returns images/s."""
+def _bare_train(
+    model: nn.Module, images: Tensor, labels: Tensor, cfg, seed: int, device: str = "cpu"
+) -> float:
+    """One pass of a plain PyTorch loop over in-memory float images (on `device`); returns images/s."""
     from bench.data.loader import random_crop, random_flip
 
     n_steps = len(labels) // cfg.batch_size
@@ -196,12 +198,17 @@ def _bare_train(model: nn.Module, images: Tensor, labels: Tensor, cfg, seed: int
     )
     aux_losses = getattr(model, "aux_losses", None)
     amp, channels_last = getattr(cfg, "amp", False), getattr(cfg, "channels_last", False)
+    model.to(device)
+    images, labels = images.to(device), labels.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    generator = torch.Generator().manual_seed(seed)
+    cuda = torch.device(device).type == "cuda"
+    dtype = torch.bfloat16 if not cuda or torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and dtype == torch.float16)
+    generator = torch.Generator(device).manual_seed(seed)
     model.train()
     start = time.perf_counter()
-    order = torch.randperm(len(labels), generator=generator)
+    order = torch.randperm(len(labels), generator=generator, device=device)
     for i in range(n_steps):
         index = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
         x, y = images[index], labels[index]
@@ -211,24 +218,29 @@ def _bare_train(model: nn.Module, images: Tensor, labels: Tensor, cfg, seed: int
             x = random_flip(x, generator)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=amp):
             loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg.label_smoothing)
             if aux_losses is not None:
                 for value in aux_losses(i / n_steps).values():
                     loss = loss + value.float()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    if cuda:
+        torch.cuda.synchronize(device)
     return n_steps * cfg.batch_size / (time.perf_counter() - start)
 
 
-def _harness_train(model: nn.Module, data, cfg, seed: int, work: Path) -> tuple[float, float]:
+def _harness_train(
+    model: nn.Module, data, cfg, seed: int, work: Path, device: str = "cpu"
+) -> tuple[float, float]:
     """`bench.engine.train.train` as the runner calls it (checkpoint included): (wall images/s, loop images/s)."""
     from bench.engine.train import train
 
     start = time.perf_counter()
     result = train(
-        model, data, cfg, seed, device="cpu", checkpoint=work / "last.pt", resume=False, progress=False
+        model, data, cfg, seed, device=device, checkpoint=work / "last.pt", resume=False, progress=False
     )
     wall = time.perf_counter() - start
     if result.status != "measured":
@@ -250,6 +262,7 @@ def bench_train(
     amp: bool = False,
     channels_last: bool = False,
     seed: int = 0,
+    device: str = "cpu",
     log=print,
 ) -> dict:
     """Harness loop vs bare loop on the same model and data, alternated `repeats` times.
@@ -286,17 +299,19 @@ def bench_train(
             cfg, train_size=2 * cfg.batch_size
         )  # allocator and kernels warmed, untimed
         model = registry.create_model(model_name, data.num_classes, data.in_chans, **args)
-        _bare_train(model, images[: 2 * cfg.batch_size], data.train_labels[: 2 * cfg.batch_size], warm, seed)
+        _bare_train(
+            model, images[: 2 * cfg.batch_size], data.train_labels[: 2 * cfg.batch_size], warm, seed, device
+        )
         for r in range(repeats):
             for which in ("harness", "bare") if r % 2 == 0 else ("bare", "harness"):
                 seed_everything(seed)
                 model = registry.create_model(model_name, data.num_classes, data.in_chans, **args)
                 if which == "harness":
-                    wall, loop = _harness_train(model, data, cfg, seed, Path(work) / str(r))
+                    wall, loop = _harness_train(model, data, cfg, seed, Path(work) / str(r), device)
                     harness.append(wall)
                     harness_loop.append(loop)
                 else:
-                    bare.append(_bare_train(model, images, data.train_labels, cfg, seed))
+                    bare.append(_bare_train(model, images, data.train_labels, cfg, seed, device))
             log(
                 f"  repeat {r + 1}/{repeats}: harness {harness[-1]:.0f} img/s, bare {bare[-1]:.0f} img/s, "
                 f"ratio {harness[-1] / bare[-1]:.3f}"
@@ -320,7 +335,7 @@ def bench_train(
         "bare_median": statistics.median(bare),
         "ratio_median": statistics.median(ratios),
         "bare_loop": "in-memory normalised float images, same augmentation functions, plain SGD, aux losses",
-        **_context(),
+        **_context(device),
     }
 
 
@@ -367,7 +382,7 @@ def force_gate_rate(model: nn.Module, closed: float, x: Tensor, seed: int = 0) -
             patterns[n] = pattern
 
     def hook(module, inputs, output, n):
-        return patterns[n].to(output.dtype).expand(output.shape[0], -1)
+        return patterns[n].to(output.device, output.dtype).expand(output.shape[0], -1)
 
     return [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in names]
 
@@ -386,6 +401,8 @@ def interleaved_ms(fns: dict, x: Tensor, min_run_time_s: float, warmup: int = 3)
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn(x)
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
             times[name].append((time.perf_counter() - t0) * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -402,6 +419,7 @@ def bench_gated(
     repeats: int = 3,
     threads: int | None = None,
     seed: int = 0,
+    device: str = "cpu",
     log=print,
 ) -> dict:
     """MAC ratio, realised latency ratio and their quotient for a gated model's sparse inference path."""
@@ -415,7 +433,8 @@ def bench_gated(
         raise ValueError(
             f"model {model_name!r} has no sparse inference path (forward_sparse); it must be gated"
         )
-    x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(seed))
+    model.to(device)
+    x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(seed)).to(device)
     hooks = force_gate_rate(model, sparsity, x, seed) if sparsity is not None else []
     sparse.prepare(model)
     with torch.no_grad():
@@ -432,7 +451,7 @@ def bench_gated(
     sparse.prepare(opened_model)
 
     def median_ms(module: torch.nn.Module, forward=None) -> float:
-        return measure_latency(module, input_shape, batch_size, "cpu", min_run_time_s, warmup, forward)[
+        return measure_latency(module, input_shape, batch_size, device, min_run_time_s, warmup, forward)[
             "median_ms"
         ]
 
@@ -490,7 +509,7 @@ def bench_gated(
         "num_threads": n_threads,
         "min_run_time_s": min_run_time_s,
         "repeats": repeats,
-        **_context(),
+        **_context(device),
     }
 
 
@@ -657,6 +676,7 @@ def add_parser(sub) -> None:
     q.add_argument("--repeats", type=int, default=3)
     q.add_argument("--amp", action="store_true", help="bf16 autocast in both loops (the train config's amp)")
     q.add_argument("--channels-last", action="store_true", help="NHWC model and inputs in both loops")
+    q.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     q.set_defaults(func=cmd_perf)
 
     q = perf.add_parser("gated", parents=[common], help="sparse vs masked dense inference of a gated model")
@@ -669,6 +689,7 @@ def add_parser(sub) -> None:
     q.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timed runs per measurement")
     q.add_argument("--warmup", type=int, default=5)
     q.add_argument("--repeats", type=int, default=3)
+    q.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     q.set_defaults(func=cmd_perf)
 
     q = perf.add_parser("suite", parents=[common], help="wall time of a suite, split by stage")
@@ -694,7 +715,17 @@ def cmd_perf(args: argparse.Namespace) -> None:
         flush=True,
     )
     if kind == "train":
-        options = ("suite", "dataset", "data_root", "steps", "batch_size", "repeats", "threads", "amp")
+        options = (
+            "suite",
+            "dataset",
+            "data_root",
+            "steps",
+            "batch_size",
+            "repeats",
+            "threads",
+            "amp",
+            "device",
+        )
         r = bench_train(
             args.model, channels_last=args.channels_last, **{k: getattr(args, k) for k in options}
         )
@@ -703,11 +734,14 @@ def cmd_perf(args: argparse.Namespace) -> None:
             f"harness / bare {r['ratio_median']:.3f}"
         )
         name = r["model"] + "".join(f"-{k}" for k in ("amp", "channels_last") if getattr(args, k))
+        name += "-cuda" if args.device == "cuda" else ""
     elif kind == "gated":
         sparsity = None if args.natural else args.sparsity
         timing = {"min_run_time_s": args.min_run_time, "warmup": args.warmup, "repeats": args.repeats}
         shape = {"input_shape": args.shape, "num_classes": args.num_classes, "batch_size": args.batch_size}
-        r = bench_gated(args.model, sparsity=sparsity, threads=args.threads, **shape, **timing)
+        r = bench_gated(
+            args.model, sparsity=sparsity, threads=args.threads, device=args.device, **shape, **timing
+        )
         print(
             f"{r['model']} @ batch {r['batch_size']}, {100 * r['closed_gate_fraction']:.0f}% gates closed: "
             f"MAC ratio {r['mac_ratio']:.2f}, realised {r['realised_ratio']:.2f}, "
@@ -719,7 +753,7 @@ def cmd_perf(args: argparse.Namespace) -> None:
             f"{r['realised_over_mac_interleaved']:.2f}, sparse all open / sparse "
             f"{r['sparse_open_over_sparse_interleaved']:.2f} (sparsity alone)"
         )
-        name = f"{r['model']}-bs{r['batch_size']}"
+        name = f"{r['model']}-bs{r['batch_size']}" + ("-cuda" if args.device == "cuda" else "")
     elif kind == "store":
         if args.records < 0 or args.appends < 1:
             raise ValueError("--records must be >= 0 and --appends >= 1")
