@@ -65,17 +65,42 @@ def cmd_run(args: argparse.Namespace) -> None:
         write_leaderboard(store, board, suite.name)
 
     require_device(args.device)
+    jobs, threads = getattr(args, "jobs", 1), getattr(args, "threads_per_job", None)
     try:
-        records = run_suite(
-            suite,
-            models=args.models,
-            seeds=args.seeds,
-            epochs=args.epochs,
-            store=store,
-            resume=args.resume,
-            on_record=on_record,
-            **_training_options(args),
-        )
+        if jobs != 1 or threads is not None:  # --jobs N: N runs at once (bench/commands/jobs.py)
+            from bench.commands.jobs import check_jobs, run_suite_jobs
+
+            check_jobs(jobs, threads)
+        if jobs == 1:
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)
+            records = run_suite(
+                suite,
+                models=args.models,
+                seeds=args.seeds,
+                epochs=args.epochs,
+                store=store,
+                resume=args.resume,
+                on_record=on_record,
+                **_training_options(args),
+            )
+        else:  # the workers' records arrive one by one: the leaderboard is written once, at the end
+            records = run_suite_jobs(
+                suite,
+                jobs=jobs,
+                threads_per_job=threads,
+                models=args.models,
+                seeds=args.seeds,
+                epochs=args.epochs,
+                store=store,
+                resume=args.resume,
+                plugin_files=args.plugin,
+                on_record=lambda record: print(summary_line(record), flush=True),
+                **_training_options(args),
+            )
+            write_leaderboard(store, board, suite.name)
     except PlanError as e:  # a model that cannot take the data: say which plugin it came from
         raise PlanError(plugins.name_plugins(str(e))) from None
     from bench.engine.distributed import shutdown, world
@@ -217,6 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default="runs", help="checkpoints go here (default: runs/)")
     p.add_argument("--resume", action="store_true", help="continue each run from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at once, each in its own process (CPU: sharing the cores; CUDA: one GPU each); default 1",
+    )
+    p.add_argument(
+        "--threads-per-job",
+        type=int,
+        help="torch threads of each run (default: CPU cores // --jobs)",
+    )
     p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
     p.set_defaults(func=cmd_run)
 
