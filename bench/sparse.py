@@ -10,7 +10,8 @@ The result equals the masked dense forward to floating-point tolerance (tests/te
 Every conv of a sparse path is followed by its eval-mode BatchNorm, which is folded into the conv's
 weight and bias once (`fold`), so slicing a conv slices its BN too: one `index_select` per sliced side
 and one `conv2d` per conv. The folded parameters are cached on the model (`sparse_cache`) by
-`prepare(model)`; call it again after changing the weights (a forward_sparse builds it when missing).
+`prepare(model)`; call it again after changing the weights (a forward_sparse builds it when missing, and
+again when the model has moved to another device or dtype).
 Folding is also a speed-up of its own, independent of sparsity: `bench perf gated` therefore also times
 the sparse path with every gate open, to separate the two.
 """
@@ -123,17 +124,29 @@ def forward_blocks(model: nn.Module, x: Tensor, before=None) -> Tensor:
     return per_sample(model, x, one)
 
 
+def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype] | None:
+    """The device and dtype of the model's first parameter: where its folded copies must live."""
+    for p in model.parameters():
+        return p.device, p.dtype
+    return None
+
+
 def prepare(model: nn.Module) -> dict:
     """Fold and cache the parameters of `model`'s sparse path: each block's `sparse_parameters()`, by
-    the block's id."""
+    the block's id (on the model's device and in its dtype, as they are now)."""
     cache = {id(m): m.sparse_parameters() for m in model.modules() if hasattr(m, "sparse_parameters")}
     model.sparse_cache = cache
+    model.sparse_cache_placement = _placement(model)
     return cache
 
 
 def cache_of(model: nn.Module) -> dict:
+    """The folded parameters; folded again when missing or when the model has moved to another device or
+    dtype since (`model.to("cuda")` after `prepare` would leave the cache on the CPU)."""
     cache = getattr(model, "sparse_cache", None)
-    return cache if cache is not None else prepare(model)
+    if cache is None or getattr(model, "sparse_cache_placement", None) != _placement(model):
+        return prepare(model)
+    return cache
 
 
 def check_inference(model: nn.Module) -> None:

@@ -34,10 +34,13 @@ class Measured:
     gates: dict | None  # the gate summary of a gated model
 
 
-def eval_batch(data: ImageDataset, images: int) -> ImageDataset:
-    """`data` with only its first `images` evaluation images (the training images stay: they set mean/std)."""
+def eval_batch(data, images: int) -> ImageDataset:
+    """The first `images` evaluation images of `data`'s measurement set (any dataset of bench.data: an
+    in-memory one itself, a streamed one its fixed in-memory slice; the training images stay, with
+    mean/std)."""
     if images < 1:
         raise ValueError(f"--eval-images must be at least 1, not {images}")
+    data = data.measurement_set()
     return dataclasses.replace(
         data, test_images=data.test_images[:images], test_labels=data.test_labels[:images]
     )

@@ -23,7 +23,7 @@ from bench.engine.config import SEED_RANGE, PlanError, Suite, TrainConfig, confi
 from bench.engine.distributed import barrier, broadcast_object, init_from_env, syncs_batchnorm, world
 from bench.engine.env import environment
 from bench.engine.tasks import TASKS, Task
-from bench.engine.train import evaluate, seed_everything, train
+from bench.engine.train import amp_dtype, evaluate, seed_everything, train
 from bench.measure.report import counters_disagree, measure_model
 from bench.store.results import ResultStore
 from bench.store.schema import METRIC_LABELS, SCHEMA_VERSION, TASK_METRICS, Record
@@ -189,7 +189,13 @@ def run_one(
         else:
             # streamed datasets: gate statistics and executed MACs over a fixed in-memory slice of the eval split
             measured, gates = measure_model(
-                model, data.measurement_set(), spec.suite.measure, device, spec.train.eval_batch_size
+                model,
+                data,
+                spec.suite.measure,
+                device,
+                spec.train.eval_batch_size,
+                dtype=amp_dtype(spec.train, device),
+                channels_last=spec.train.channels_last,
             )
             barrier()
             metrics = {
@@ -200,7 +206,11 @@ def run_one(
             }
     if not world().is_main:
         return None
-    info = dict(getattr(model, "bench_info", {})) | spec.task.notes
+    info = (
+        dict(getattr(model, "bench_info", {}))
+        | spec.task.notes
+        | {"numerics": run_numerics(spec, result, device)}
+    )
     record = Record(
         schema_version=SCHEMA_VERSION,
         suite=spec.suite.name,
@@ -231,6 +241,29 @@ def run_one(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     return record
+
+
+def run_numerics(spec: RunSpec, result, device: str) -> dict:
+    """What the record says about the run's numerics (schema 4's training and environment are strict, so it
+    goes in model_info["numerics"]): the deterministic mode, cuDNN benchmark and TF32 as training ran, and
+    the precision and memory format latency was timed in (as the model trained)."""
+    dtype = amp_dtype(spec.train, device)
+    return dict(result.numerics) | {
+        "latency_dtype": str(dtype).removeprefix("torch.") if dtype else "float32",
+        "latency_memory_format": "channels_last" if spec.train.channels_last else "contiguous",
+    }
+
+
+def load_datasets(names, data_root: str | None) -> dict:
+    """Each dataset, downloaded (where it is downloadable) by rank 0 alone: under torchrun the other ranks
+    wait at a barrier, then read what rank 0 wrote (never several processes extracting into one folder)."""
+    if world().is_main:
+        try:
+            return {name: load_dataset(name, data_root) for name in names}
+        finally:  # also when it fails: the other ranks then fail to find the data, each with the message
+            barrier()
+    barrier()
+    return {name: load_dataset(name, data_root, download=False) for name in names}
 
 
 def summary_line(record: Record) -> str:
@@ -280,7 +313,7 @@ def run_suite(
     """Run every planned run; each record is stored as soon as it exists, then `on_record` is called."""
     _, device = init_from_env(device)  # under torchrun: join the process group, one device per rank
     specs = plan(suite, models, seeds, epochs)
-    datasets = {name: load_dataset(name, data_root) for name in suite.datasets}
+    datasets = load_datasets(suite.datasets, data_root)
     check_data(specs, datasets)
     check_builds(specs, datasets, device)
     stored = store.read()  # a store that does not validate is reported before hours of training

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import registry
-from bench.commands.runner import RunSpec, default_submitter, run_one
-from bench.data import load_dataset
+from bench.commands.runner import RunSpec, default_submitter, load_datasets, run_one
 from bench.engine.config import SuiteError, TrainConfig, _build, config_hash, load_suite
+from bench.engine.distributed import broadcast_object, init_from_env, shutdown, world
 from bench.store.results import ResultStore
 from bench.store.schema import METRIC_LABELS, Record, Verification
 
@@ -113,6 +113,7 @@ def verify(
     """Re-run the record `record_id` (or a unique prefix of it) and store a verified record if it holds."""
     if not tolerance >= 0:
         raise VerifyError(f"--tolerance must be >= 0 percentage points, not {tolerance}")
+    _, device = init_from_env(device)  # under torchrun, as `bench run`: one process group, a device per rank
     record = store.find(record_id)
     if record.status not in ("submitted", "measured"):
         raise VerifyError(
@@ -130,7 +131,7 @@ def verify(
 
     not_verified_yet(store.read(record.suite))  # before the re-run, and again under the store's lock
     spec = rebuild_spec(record, suite_path)
-    data = load_dataset(record.dataset, data_root)
+    data = load_datasets([record.dataset], data_root)[record.dataset]  # downloaded by rank 0 alone
     if data.eval_digest != record.data.eval_digest:
         raise VerifyError(
             f"the {record.dataset} evaluation data here (sha256 {data.eval_digest[:16]}…) is not the "
@@ -146,6 +147,9 @@ def verify(
             progress=progress,
             submitter=submitter or default_submitter(),
         )
+    rerun = broadcast_object(rerun)  # rank 0 measured it; every rank returns the same outcome
+    is_main = world().is_main
+    shutdown()  # every rank has finished: leave the process group torchrun set up (as `bench run`)
     if rerun.status == "failed":
         return Outcome(record, rerun, False, float("nan"), tolerance, None)
     delta = rerun.metrics.quality - record.metrics.quality
@@ -159,6 +163,8 @@ def verify(
         tolerance=tolerance,
     )
     verified = rerun.model_copy(update={"status": "verified", "verification": check})  # validated by append
+    if not is_main:  # rank 0 alone writes
+        return Outcome(record, verified, True, delta, tolerance, None)
     version = store.append([verified], check=not_verified_yet, channel="verify")
     (stored,) = [r for r in store.read(record.suite, at=version) if r.store_version == version]
     return Outcome(record, stored, True, delta, tolerance, version)

@@ -51,9 +51,16 @@ class SeededSamples(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
+    def sample_seed(self, index: int) -> int:
+        return (self.seed * 1_000_003 + self.epoch) * 100_000_007 + index
+
     def __getitem__(self, index: int):
-        with torch.random.fork_rng(devices=[]):  # leaves the caller's RNG alone when num_workers == 0
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 100_000_007 + index)
+        # torchvision's transforms draw from the CPU default generator and take no generator of their own:
+        # seed that generator alone (torch.manual_seed would also reseed every CUDA generator, which
+        # fork_rng(devices=[]) does not restore: with num_workers 0 the model's dropout and gate noise on
+        # the GPU would restart every batch) and restore it after, so the caller's RNG is left alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(self.sample_seed(index))
             return self.base[index]
 
 

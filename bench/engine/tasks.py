@@ -70,7 +70,7 @@ class Classification:
                     hits[:, 0].sum().double(),
                     hits.any(1).sum().double(),
                     F.cross_entropy(logits, y, reduction="sum").double(),
-                    torch.tensor(len(y), dtype=torch.float64, device=device),
+                    sums.new_full((), len(y)),  # a fill on the device: no host-to-device copy per batch
                 ]
             )
         top1, top5, loss, n = all_reduce_sum(sums).tolist()

@@ -15,6 +15,7 @@ steps, for the progress bar and the NaN check.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -56,6 +57,7 @@ class TrainResult:
     train_images_per_s: float = 0.0
     history: list[dict] = field(default_factory=list)  # per epoch: train loss, train top-1, aux losses
     runtime: dict = field(default_factory=dict)  # world size, per-rank batch, scaled lr, AMP dtype, ...
+    numerics: dict = field(default_factory=dict)  # deterministic mode, cudnn.benchmark, TF32 (set_numerics)
 
 
 def seed_everything(seed: int) -> None:
@@ -103,9 +105,46 @@ def amp_dtype(cfg: TrainConfig, device: str) -> torch.dtype | None:
     """The autocast dtype: bf16 where the device has it (CPU, Ampere and later), else fp16 (+ scaler)."""
     if not cfg.amp:
         return None
-    if torch.device(device).type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if torch.device(device).type == "cuda":  # emulated bf16 (V100, T4) is slow: fp16 + GradScaler there
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return torch.bfloat16
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs for deterministic results (CUDA >= 10.2)
+
+
+def set_numerics(deterministic: bool, device: str) -> dict:
+    """The suite's `deterministic` setting, applied; returns what the record says about it.
+
+    Deterministic: cuDNN's deterministic algorithms, `use_deterministic_algorithms(True, warn_only=True)`
+    (ops without a deterministic CUDA kernel, e.g. adaptive-pool and bilinear backward or nll_loss2d,
+    warn instead of failing), CUBLAS_WORKSPACE_CONFIG, TF32 off. Fast: cudnn.benchmark on, TF32 as
+    torch defaults it. On the CPU none of these changes a number."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    else:
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+        torch.use_deterministic_algorithms(False)
+    return numerics_in_force(device)
+
+
+def numerics_in_force(device: str) -> dict:
+    """The numerics settings in force: the deterministic mode, cuDNN benchmark and TF32 (CUDA only)."""
+    cuda = torch.device(device).type == "cuda"
+    return {
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "tf32_matmul": cuda and torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": cuda and torch.backends.cudnn.allow_tf32,
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG") if cuda else None,
+    }
 
 
 def previous_checkpoint(path: Path) -> Path:
@@ -183,8 +222,13 @@ class Run:
     where: World
     checkpoint: Path | None
     runtime: dict  # what the record's `training` says about how the run was set up
+    numerics: dict = field(
+        default_factory=dict
+    )  # the deterministic mode, cuDNN benchmark, TF32 (set_numerics)
 
     def autocast(self):
+        if self.dtype is None:  # no AMP: no autocast context at all (torch has none for some devices)
+            return contextlib.nullcontext()
         return torch.autocast(
             torch.device(self.device).type, dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None
         )
@@ -211,6 +255,7 @@ def set_up(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=dtype == torch.float16)
+    run_numerics = set_numerics(cfg.deterministic, device)
     runtime = {
         "world_size": where.world_size,
         "global_batch_size": cfg.batch_size,
@@ -239,6 +284,7 @@ def set_up(
         where,
         checkpoint,
         runtime,
+        run_numerics,
     )
 
 
@@ -280,13 +326,28 @@ def resume_from(checkpoint: Path | None, run: Run, result: TrainResult) -> Start
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    run.scaler.load_state_dict(state["scaler"])
+    load_scaler(run.scaler, state["scaler"])
     rng = state["rng"]  # one entry per rank of the run that wrote the checkpoint, as is `partial`
     set_rng_state(rng[where.rank % len(rng)], run.device)
     result.history, result.train_time_s = state["history"], state["train_time_s"]
     partial = state["partial"]  # None after a whole epoch
     partial = partial[where.rank % len(partial)] if partial is not None and state["step_in_epoch"] else None
     return Start(state["epoch"], state["step_in_epoch"], partial)
+
+
+def load_scaler(scaler: torch.amp.GradScaler, state: dict) -> None:
+    """The checkpoint's gradient-scaler state; a checkpoint of a run without one (bf16 or full precision,
+    e.g. written on a GPU with bf16 and resumed on one without) gives an fp16 run a fresh scaler, with a
+    note: its first steps re-find the loss scale (a skipped step or two), nothing else changes."""
+    if scaler.is_enabled() and not state:
+        print(
+            "resume: the checkpoint has no gradient-scaler state (it trained without fp16, e.g. in bf16); "
+            "this fp16 run starts a fresh GradScaler",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    scaler.load_state_dict(state)
 
 
 def save(run: Run, result: TrainResult, epoch: int, step_in_epoch: int, sums: EpochSums | None) -> None:
@@ -439,7 +500,7 @@ def train(
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     loader = data.train_loader(cfg, seed, device, where.rank, where.world_size)
     run = set_up(model, cfg, task, device, where, checkpoint, steps_per_epoch=len(loader))
-    result = TrainResult(status="measured", runtime=run.runtime)
+    result = TrainResult(status="measured", runtime=run.runtime, numerics=run.numerics)
     start = resume_from(checkpoint if resume else None, run, result)
     bar = tqdm(
         total=cfg.epochs * len(loader),

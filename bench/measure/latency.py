@@ -33,13 +33,20 @@ def measure_latency(
     min_run_time_s: float = 1.0,
     warmup: int = 5,
     forward: Callable[[Tensor], Tensor] | None = None,
+    dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> dict:
     """Latency of `model` on a batch of random inputs, in milliseconds per batch. `forward` times
-    another entry point of the model (e.g. `model.forward_sparse`) instead of `model(x)`."""
+    another entry point of the model (e.g. `model.forward_sparse`) instead of `model(x)`. `dtype` and
+    `channels_last` time it as it trained: under autocast to `dtype` (None: full precision), with the
+    model and its input in channels_last."""
     dev = torch.device(device)
     model = model.to(dev).eval()
-    forward = forward or model
     x = torch.randn(batch_size, *input_shape, device=dev)
+    if channels_last and x.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    forward = as_trained(forward or model, dev, dtype)
     for _ in range(warmup):
         forward(x)
     if dev.type == "cuda":
@@ -67,6 +74,18 @@ def measure_latency(
         "timer": "cuda_events" if dev.type == "cuda" else "torch.utils.benchmark",
         "malloc_tuned": malloc_tuned(),
     }
+
+
+def as_trained(forward: Callable[[Tensor], Tensor], device: torch.device, dtype: torch.dtype | None):
+    """`forward` under autocast to `dtype` on `device` (itself when `dtype` is None)."""
+    if dtype is None:
+        return forward
+
+    def autocast_forward(x: Tensor) -> Tensor:
+        with torch.autocast(device.type, dtype=dtype):
+            return forward(x)
+
+    return autocast_forward
 
 
 def _cuda_event_times(forward: Callable[[Tensor], Tensor], x: Tensor, min_run_time_s: float) -> list[float]:

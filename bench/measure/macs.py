@@ -70,12 +70,26 @@ def module_macs(model: nn.Module, x: Tensor) -> ModuleMacs:
     return ModuleMacs(x.shape[0], total, exclusive)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where `model`'s parameters (else buffers) live: the device an input for it is built on."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def sample_input(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) -> Tensor:
+    """Zeros of shape (batch, *input_shape) on the model's device."""
+    return torch.zeros(batch, *input_shape, device=model_device(model))
+
+
 def static_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Conv + linear MACs of one sample of shape `input_shape` (C, H, W), all gates open."""
     was_training = model.training
     model.eval()
     try:
-        return module_macs(model, torch.zeros(1, *input_shape)).total
+        return module_macs(model, sample_input(model, input_shape)).total
     finally:
         model.train(was_training)
 
@@ -91,7 +105,7 @@ def static_macs_fvcore(model: nn.Module, input_shape: tuple[int, ...]) -> int:
             logging.getLogger("fvcore").setLevel(logging.ERROR)
             from fvcore.nn import FlopCountAnalysis
 
-            analysis = FlopCountAnalysis(model, (torch.zeros(1, *input_shape),))
+            analysis = FlopCountAnalysis(model, (sample_input(model, input_shape),))
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             by_op = analysis.by_operator()
         return int(sum(by_op.get(op, 0) for op in FVCORE_MATRIX_OPS))

@@ -6,12 +6,13 @@ Parameters, static MACs by two counters, per-sample executed MACs and gate stati
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from bench.data import DeviceLoader, ImageDataset
+from bench.data import DeviceLoader
 from bench.engine.config import MeasureConfig
 from bench.gates import collect
 from bench.measure.latency import measure_latency
@@ -72,38 +73,74 @@ class GateStats:
         }
 
 
+def fvcore_or_none(model: nn.Module, shape: tuple[int, ...]) -> int | None:
+    """fvcore's count, or None with a line on stderr saying why (it cannot trace every model)."""
+    try:
+        return static_macs_fvcore(model, shape)
+    except Exception as e:  # noqa: BLE001 - the cross-check is best effort, but never silently absent
+        reason = " ".join(str(e).split())[:300]
+        print(
+            f"static_macs_fvcore: fvcore could not count {type(model).__name__} "
+            f"({type(e).__name__}: {reason}); the record keeps static_macs_fvcore None",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+
+
 @torch.inference_mode()
 def measure_model(
-    model: nn.Module, data: ImageDataset, cfg: MeasureConfig, device: str = "cpu", eval_batch_size: int = 500
+    model: nn.Module,
+    data,
+    cfg: MeasureConfig,
+    device: str = "cpu",
+    eval_batch_size: int = 500,
+    dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> tuple[dict, dict | None]:
-    """Metrics of `model` (the record's `metrics` fields except accuracy) and its gate statistics."""
+    """Metrics of `model` (the record's `metrics` fields except accuracy) and its gate statistics.
+
+    `data` is any dataset of bench.data (its `measurement_set()` is measured). MACs are counted in the
+    model's own precision; latency is timed as the model trained: under autocast to `dtype` (None: none)
+    and in channels_last when asked."""
     model = model.to(device).eval()
+    data = data.measurement_set()
     shape = data.input_shape
     metrics = {
         "params": sum(p.numel() for p in model.parameters()),
         "static_macs": static_macs(model, shape),
         "macs_counter": MACS_COUNTER,
+        "static_macs_fvcore": fvcore_or_none(model, shape),
     }
-    try:
-        metrics["static_macs_fvcore"] = static_macs_fvcore(model, shape)
-    except Exception:  # noqa: BLE001 - the cross-check is best effort: fvcore cannot trace every model
-        metrics["static_macs_fvcore"] = None
     gate_stats = None
     if is_gated(model):
         metrics["executed_macs"], metrics["gate_network_macs"], gate_stats = gate_statistics(
             model, data, eval_batch_size, device
         )
     metrics["latency"] = [
-        measure_latency(model, shape, bs, device, cfg.latency_min_run_time_s, cfg.latency_warmup)
+        measure_latency(
+            model,
+            shape,
+            bs,
+            device,
+            cfg.latency_min_run_time_s,
+            cfg.latency_warmup,
+            dtype=dtype,
+            channels_last=channels_last,
+        )
         for bs in cfg.latency_batch_sizes
     ]
     return metrics, gate_stats
 
 
 @torch.inference_mode()
-def gate_statistics(model: nn.Module, data: ImageDataset, batch_size: int = 500, device: str = "cpu"):
-    """Executed MACs (spread over the evaluation set), the gate network's MACs and the gate summary."""
+def gate_statistics(model: nn.Module, data, batch_size: int = 500, device: str = "cpu"):
+    """Executed MACs (spread over the evaluation set), the gate network's MACs and the gate summary.
+
+    `data` is any dataset of bench.data: its `measurement_set()` (in memory; a streamed dataset's fixed
+    slice of its evaluation split) is what is measured."""
     model = model.to(device).eval()
+    data = data.measurement_set()
     mean, std = data.mean_std
     loader = DeviceLoader(data.test_images, data.test_labels, batch_size, mean, std, device=device)
     x, _ = next(iter(loader))
