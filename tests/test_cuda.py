@@ -29,6 +29,10 @@ pytestmark = pytest.mark.cuda
 def exact_kernels():
     """GPU results are compared with the CPU's or with another GPU path: no TF32 rounding, and cuDNN
     kernels that sum in a fixed order."""
+    algorithms = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     saved = (
         torch.backends.cuda.matmul.allow_tf32,
         torch.backends.cudnn.allow_tf32,
@@ -46,6 +50,9 @@ def exact_kernels():
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.benchmark,
     ) = saved
+    torch.use_deterministic_algorithms(
+        algorithms[0], warn_only=algorithms[1]
+    )  # as a deterministic run left it
 
 
 def _finite_and_decreasing(result) -> None:

@@ -16,6 +16,7 @@ import csv
 import hashlib
 import importlib.metadata
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -223,3 +224,37 @@ def test_gpu_check_without_cuda_ends_at_once_in_one_line():
     assert lines[0].startswith("gpu-check: no CUDA GPU here (torch.cuda.is_available() is False")
     assert lines[0].endswith("run it on a GPU node")
     assert time.perf_counter() - started < 60
+
+
+def test_gpu_check_runs_every_step_and_the_seeds_that_fit_its_budget(tmp_path, monkeypatch, capsys):
+    """The check's flow with its steps stubbed (the real ones need a GPU): each seed of the suite takes
+    100 s of a 250 s budget, so seeds 0 and 1 run and seed 2 is left out; the summary is written."""
+    from bench.commands import gpu_check
+
+    clock = [0.0]
+    monkeypatch.setattr(gpu_check.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu_check.torch.cuda, "get_device_name", lambda *a: "a stub GPU")
+    monkeypatch.setattr(gpu_check, "run_tests", lambda timeout: ("passed", "28 passed"))
+    monkeypatch.setattr(gpu_check, "perf_train", lambda out, root, amp: ("measured", f"amp {amp}"))
+    monkeypatch.setattr(gpu_check, "perf_gated", lambda out, model, batch: ("measured", f"{model} {batch}"))
+    seeds = []
+
+    def suite(args, seed, timeout):
+        seeds.append(seed)
+        clock[0] += 100
+        return "stored", f"seed {seed}"
+
+    monkeypatch.setattr(gpu_check, "run_suite", suite)
+    assert gpu_check.main(["--budget", "250", "--out", str(tmp_path)]) == 0
+    assert seeds == [0, 1]
+    summary = json.loads((tmp_path / "perf/gpu-check.json").read_text())
+    steps = {row["step"]: row["status"] for row in summary["steps"]}
+    assert (
+        steps["pytest -m cuda"] == "passed" and steps["perf train resnet20 amp+channels_last"] == "measured"
+    )
+    assert [s for s in steps if s.startswith("perf gated")] == [
+        f"perf gated {m} bs{b}" for m in gpu_check.GATED_MODELS for b in (1, 64)
+    ]
+    assert steps["fashion resnet20 seed 2 (40 epochs)"] == "left out"
+    assert "| step" in capsys.readouterr().out  # the one table
