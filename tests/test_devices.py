@@ -282,15 +282,25 @@ def test_deterministic_mode_sets_every_flag_and_fast_mode_benchmarks(numerics_re
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert said == {
         "deterministic": True,
+        "deterministic_algorithms": True,
         "cudnn_deterministic": True,
         "cudnn_benchmark": False,
         "tf32_matmul": False,
         "tf32_cudnn": False,
         "cublas_workspace_config": ":4096:8",
     }
-    said = set_numerics(False, "cpu")
+    said = set_numerics(False, "cuda")
     assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
-    assert said["deterministic"] is False and said["cudnn_benchmark"] is True and said["tf32_matmul"] is False
+    assert said["deterministic"] is False and said["cudnn_benchmark"] is True
+
+
+def test_on_the_cpu_the_mode_changes_no_code_path(numerics_restored):
+    from bench.engine.train import set_numerics
+
+    torch.use_deterministic_algorithms(False)
+    said = set_numerics(True, "cpu")
+    assert said["deterministic"] is True and not torch.are_deterministic_algorithms_enabled()
+    assert said["tf32_matmul"] is False and said["cublas_workspace_config"] is None
 
 
 def test_the_deterministic_field_at_its_default_leaves_config_hashes_unchanged():

@@ -116,29 +116,30 @@ CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs for deterministic results (CUD
 def set_numerics(deterministic: bool, device: str) -> dict:
     """The suite's `deterministic` setting, applied; returns what the record says about it.
 
-    Deterministic: cuDNN's deterministic algorithms, `use_deterministic_algorithms(True, warn_only=True)`
-    (ops without a deterministic CUDA kernel, e.g. adaptive-pool and bilinear backward or nll_loss2d,
-    warn instead of failing), CUBLAS_WORKSPACE_CONFIG, TF32 off. Fast: cudnn.benchmark on, TF32 as
-    torch defaults it. On the CPU none of these changes a number."""
+    Deterministic: cuDNN's deterministic algorithms and no cudnn.benchmark, TF32 off, and on CUDA
+    `use_deterministic_algorithms(True, warn_only=True)` (ops without a deterministic CUDA kernel, e.g.
+    adaptive-pool and bilinear backward or nll_loss2d, warn instead of failing) with
+    CUBLAS_WORKSPACE_CONFIG (read when cuBLAS starts: set before the model reaches the GPU; the first
+    setting of a process holds for its later runs). Fast: cudnn.benchmark on, TF32 as torch defaults it.
+    The CPU's kernels are deterministic already: on the CPU no setting changes a code path or a number."""
+    cuda = torch.device(device).type == "cuda"
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    else:
-        torch.backends.cudnn.deterministic = False
-        torch.backends.cudnn.benchmark = True
-        torch.use_deterministic_algorithms(False)
-    return numerics_in_force(device)
+    if cuda:
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    return {"deterministic": deterministic} | numerics_in_force(device)
 
 
 def numerics_in_force(device: str) -> dict:
-    """The numerics settings in force: the deterministic mode, cuDNN benchmark and TF32 (CUDA only)."""
+    """The numerics settings in force: deterministic algorithms, cuDNN's flags and TF32 (CUDA only)."""
     cuda = torch.device(device).type == "cuda"
     return {
-        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "tf32_matmul": cuda and torch.backends.cuda.matmul.allow_tf32,
@@ -247,6 +248,7 @@ def set_up(
     on GPUs if asked, DDP), and build the optimizer, the lr schedule and the AMP gradient scaler."""
     per_rank = batch_per_rank(cfg.batch_size, where.world_size)
     sync_bn = syncs_batchnorm(cfg.sync_bn, where.world_size, device)
+    run_numerics = set_numerics(cfg.deterministic, device)  # before the model reaches the GPU (cuBLAS)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -255,7 +257,6 @@ def set_up(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=dtype == torch.float16)
-    run_numerics = set_numerics(cfg.deterministic, device)
     runtime = {
         "world_size": where.world_size,
         "global_batch_size": cfg.batch_size,
