@@ -59,6 +59,7 @@ class TrainConfig:
     crop_size: int = 224
     eval_resize_size: int = 256
     num_workers: int = 8
+    compile: bool = False  # torch.compile the model for training (mode: bench.engine.train.COMPILE_MODE)
     # true: reproducible on GPUs (cuDNN deterministic, deterministic algorithms where torch has them,
     # CUBLAS_WORKSPACE_CONFIG, TF32 off); false: fast (cudnn.benchmark, TF32 as torch defaults it).
     # The CPU computes the same numbers either way.
@@ -308,6 +309,7 @@ _HASH_OMITS_AT_DEFAULT = {
     "crop_size": 224,
     "eval_resize_size": 256,
     "num_workers": 8,
+    "compile": False,
     "deterministic": True,
 }
 

@@ -14,6 +14,8 @@ Versions:
 - 4: `plugin`, the module that registers a model the registry does not hold (a submitted record of such
   a model needs it, with its `code_url`: `bench verify` says to install it from there). Every record is
   also held to `bench.store.limits` (sizes, charsets, finite numbers, the gate summary's shape).
+  `training.compile` (optional, written only when set): the torch.compile mode of a run whose config
+  asked for `compile = true`.
 
 Older records are read as they are (the store never rewrites a line); `upgrade` turns an older body into
 a current one (a submission is always stored at the current version).
@@ -30,7 +32,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from bench.engine.config import TrainConfig  # the lr scaling rule of a version-2 body's train_config
 
@@ -150,6 +152,15 @@ class TrainingRun(_Strict):
     channels_last: bool
     sync_bn: bool  # BatchNorm statistics synchronised across ranks (CUDA, more than one rank)
     backend: str | None  # the process group's (nccl, gloo); None: one process, or not known (upgraded v2)
+    compile: str | None = None  # torch.compile's mode when the config asked for it; absent: not compiled
+
+    @model_serializer(mode="wrap")
+    def _without_compile_when_off(self, handler) -> dict[str, Any]:
+        """A run that did not compile is written as before `compile` existed (older readers take it)."""
+        data = handler(self)
+        if data.get("compile") is None:
+            data.pop("compile", None)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingRun:
