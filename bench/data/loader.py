@@ -4,7 +4,8 @@ Small datasets (CIFAR, Fashion-MNIST) fit in memory many times over; decoding an
 image in Python worker processes is what usually starves the model (the approach of airbench). The
 augmentation matches torchvision's `RandomCrop(size, padding=p)` + `RandomHorizontalFlip()`: zero
 padding, a crop offset uniform over the 2p + 1 positions per axis, a flip with probability 0.5.
-Data order comes from a generator seeded by (seed, epoch), so an interrupted run resumes in order.
+Data order comes from a CPU generator seeded by (seed, epoch), so an interrupted run resumes in order and
+a seed gives the same batches on any device.
 
 Under torchrun each rank takes its slice of every global batch: the permutation and the augmentation
 draws (crop offsets, flips) are made for the whole global batch, in the same order as in one process,
@@ -118,9 +119,10 @@ class DeviceLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        generator = torch.Generator(self.device).manual_seed(self.seed * 100_003 + self.epoch)
+        # drawn on the CPU whatever the device (then moved): a seed gives the same batches on a GPU
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         n = len(self.labels)
-        order = torch.randperm(n, generator=generator, device=self.device) if self.shuffle else None
+        order = torch.randperm(n, generator=generator).to(self.device) if self.shuffle else None
         first, self.first = self.first, 0
         for i in range(len(self)):
             start, stop = i * self.batch_size, min(n, (i + 1) * self.batch_size)
@@ -137,7 +139,7 @@ class DeviceLoader:
             x = self.images[index]
             if self.crop_padding:  # drawn for the whole batch, as in one process, then sliced
                 dy, dx = crop_offsets(stop - start, self.crop_padding, generator)
-                x = crop_at(x, self.crop_padding, dy[mine], dx[mine])
+                x = crop_at(x, self.crop_padding, dy[mine].to(self.device), dx[mine].to(self.device))
             if self.flip:
-                x = flip_where(x, flips(stop - start, generator)[mine])
+                x = flip_where(x, flips(stop - start, generator)[mine].to(self.device))
             yield x.float() * self.scale + self.shift, self.labels[index]
