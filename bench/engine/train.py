@@ -46,8 +46,10 @@ from bench.engine.distributed import (
 from bench.engine.tasks import CLASSIFICATION, Task
 
 LOG_EVERY = 20
-# torch.compile's mode for `compile = true`, chosen by measurement (ResNet-20 training img/s on CPU,
-# compilation included): see the README's `bench run` options.
+# torch.compile's mode for `compile = true`, chosen by measurement: ResNet-20 training steps (batch 64,
+# 1x28x28, SGD, 1 CPU thread, torch 2.14, a shared 2-core machine): eager 353 img/s; "default" 417 img/s
+# after 41 s of compiling; "max-autotune-no-cudagraphs" 391 img/s after 38 s. Compiling pays for itself
+# after ~95k training images (the quick suite's 20k-image epoch is faster eager).
 COMPILE_MODE = "default"
 
 
