@@ -176,6 +176,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         submitter=args.submitter,
         **_training_options(args),
     )
+    from bench.engine.distributed import world
+
+    if not world().is_main:  # under torchrun, rank 0 reports and writes
+        return 0 if outcome.verified else 1
     print(outcome.summary())
     if not outcome.verified:
         return 1
