@@ -102,6 +102,10 @@ def test_a_distributed_or_mixed_precision_run_says_how_it_trained(tmp_path):
     assert "| Training" in _row(text, "| Model")
     assert "8 × 32, bfloat16, channels_last, SyncBN" in _row(text, "| resnet20 (config eeeeeeee)")
     assert re.search(r"\| 1 × 64\s+\|$", _row(text, "| resnet20 (config aaaaaaaa)"))
+    store.append([make_record(2, training={**TRAINING, "compile": "default"}, config_hash="c" * 64)])
+    write_leaderboard(store, tmp_path / "lb", suite="tiny")
+    text = (tmp_path / "lb" / "tiny.md").read_text()
+    assert "1 × 64, compiled (default)" in _row(text, "| resnet20 (config cccccccc)")
 
 
 def test_a_seed_run_again_counts_once_with_its_newest_record(tmp_path):

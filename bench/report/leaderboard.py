@@ -122,13 +122,14 @@ def _training(record: Record) -> str | None:
         t.amp_dtype or "",
         "channels_last" if t.channels_last else "",
         "SyncBN" if t.sync_bn else "",
+        f"compiled ({t.compile})" if t.compile else "",
     ]
     return ", ".join(f for f in facts if f)
 
 
 def _plain(record: Record) -> bool:
     t = record.training
-    return t is None or (t.world_size == 1 and t.amp_dtype is None and not t.channels_last)
+    return t is None or (t.world_size == 1 and t.amp_dtype is None and not t.channels_last and not t.compile)
 
 
 def _badge(status: str) -> str:
