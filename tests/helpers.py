@@ -47,6 +47,19 @@ def run_args(suite, tmp_path, data_root, *extra) -> list[str]:
     return [*args, *extra]
 
 
+def submit_args(file, tmp_path, *extra) -> list[str]:
+    """`bench submit FILE` into the store and leaderboard under `tmp_path`."""
+    return [
+        "submit",
+        str(file),
+        "--out",
+        str(tmp_path / "results"),
+        "--leaderboard-dir",
+        str(tmp_path / "lb"),
+        *extra,
+    ]
+
+
 def run_workers(target, root: str, n_workers: int, per_worker: int, start: str, timeout_s: float) -> None:
     """`target(root, worker, per_worker)` in `n_workers` processes at once (multiprocessing start method
     `start`); each must exit cleanly."""

@@ -13,18 +13,7 @@ from tests.helpers import run_args, write_suite
 from tests.test_checkpoint import CFG, tiny_data, tiny_net
 
 FAST = dataclasses.replace(CFG, epochs=1, checkpoint_every_steps=0)
-PLAIN = {
-    "world_size": 1,
-    "global_batch_size": 8,
-    "batch_size_per_rank": 8,
-    "lr": 0.05,
-    "lr_scaling": "none",
-    "amp_dtype": None,
-    "grad_scaler": False,
-    "channels_last": False,
-    "sync_bn": False,
-    "backend": None,
-}
+PLAIN = TrainingRun.one_process(batch_size=8, lr=0.05).model_dump()
 
 
 def test_compile_at_its_default_leaves_config_hashes_unchanged_and_on_changes_them():

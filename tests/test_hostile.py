@@ -21,7 +21,7 @@ from bench.commands.perf import bench_store
 from bench.engine.config import config_hash
 from bench.store.limits import MAX_DEPTH, MAX_TEXT
 from bench.store.results import JOURNAL, ResultStore
-from tests.helpers import run_workers
+from tests.helpers import run_workers, submit_args
 from tests.test_submit import CODE, quick_body, snapshot, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,17 +42,7 @@ def ours(tmp_path, capsys):
 
 
 def _submit(tmp_path, file, *extra) -> int:
-    return main(
-        [
-            "submit",
-            str(file),
-            "--out",
-            str(tmp_path / "results"),
-            "--leaderboard-dir",
-            str(tmp_path / "lb"),
-            *extra,
-        ]
-    )
+    return main(submit_args(file, tmp_path, *extra))
 
 
 def _measured_rows(tmp_path) -> list[str]:

@@ -138,58 +138,30 @@ def _records(text: str, dataset: str = "d", url: str | None = None) -> list:
         "active_fraction_per_sample": [0.5],
     }
     base = make_record()
-    measured = base.model_copy(
-        update={
-            "model": f"m0{text}",
-            "model_family": f"f{text}",
-            "dataset": dataset,
-            "model_info": {"k": f"v{text}", f"key{text}": [1, f"x{text}"]},
-            "gates": gates,
-            "environment": env(0),
-            "created_at": f"2026{text}",
-            "record_id": f"id0{text}",
-            "store_version": 1,
-        }
+
+    def record(i: int, model: int, **fields):
+        """Record i of the page (its own device, id and store version) of model `model`."""
+        update = {"model": f"m{model}{text}", "dataset": dataset, "environment": env(i)}
+        update |= {"record_id": f"id{i}{text}", "store_version": i + 1, **fields}
+        return base.model_copy(update=update)
+
+    measured = record(
+        0,
+        0,
+        model_family=f"f{text}",
+        model_info={"k": f"v{text}", f"key{text}": [1, f"x{text}"]},
+        gates=gates,
+        created_at=f"2026{text}",
     )
-    submitted = base.model_copy(
-        update={
-            "model": f"m1{text}",
-            "dataset": dataset,
-            "status": "submitted",
-            "submitter": f"s1{text}",
-            "code_url": url if url is not None else f"https://ok.example/{text}",
-            "model_info": {"note": f"w{text}"},
-            "environment": env(1),
-            "record_id": f"id1{text}",
-            "store_version": 2,
-        }
+    code_url = url if url is not None else f"https://ok.example/{text}"
+    submitted = record(
+        1, 1, status="submitted", submitter=f"s1{text}", code_url=code_url, model_info={"note": f"w{text}"}
     )
-    check = base.model_copy(
-        update={
-            "model": f"m1{text}",
-            "dataset": dataset,
-            "status": "verified",
-            "submitter": f"s2{text}",
-            "verification": Verification.model_construct(
-                record_id=f"id1{text}", metric="top1_pct", submitted=50.0, measured=50.5, tolerance=1.0
-            ),
-            "environment": env(2),
-            "record_id": f"id2{text}",
-            "store_version": 3,
-        }
+    verification = Verification.model_construct(
+        record_id=f"id1{text}", metric="top1_pct", submitted=50.0, measured=50.5, tolerance=1.0
     )
-    failed = base.model_copy(
-        update={
-            "model": f"m3{text}",
-            "dataset": dataset,
-            "status": "failed",
-            "metrics": None,
-            "failure_reason": f"r{text}",
-            "environment": env(3),
-            "record_id": f"id3{text}",
-            "store_version": 4,
-        }
-    )
+    check = record(2, 1, status="verified", submitter=f"s2{text}", verification=verification)
+    failed = record(3, 3, status="failed", metrics=None, failure_reason=f"r{text}")
     return [measured, submitted, check, failed]
 
 

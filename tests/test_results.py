@@ -8,24 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from bench.store.results import JOURNAL, ResultStore, StoreError, UnknownRecordError
-from bench.store.schema import SCHEMA_VERSION, Record, upgrade
+from bench.store.schema import SCHEMA_VERSION, Record, TrainingRun, upgrade
 from tests.helpers import run_workers
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-TRAINING = {
-    "world_size": 1,
-    "global_batch_size": 64,
-    "batch_size_per_rank": 64,
-    "lr": 0.1,
-    "lr_scaling": "none",
-    "amp_dtype": None,
-    "grad_scaler": False,
-    "channels_last": False,
-    "sync_bn": False,
-    "backend": None,
-}
+TRAINING = TrainingRun.one_process(batch_size=64, lr=0.1).model_dump()
 
 
 def record_body(seed=0, suite="tiny", top1=50.0, **changes) -> dict:

@@ -20,7 +20,7 @@ from bench.engine.config import config_hash, load_suite
 from bench.store.results import ResultStore
 from bench.store.schema import Record
 from bench.store.submit import SubmissionError, submit
-from tests.helpers import run_workers
+from tests.helpers import run_workers, submit_args
 from tests.test_results import record_body
 
 CODE = "https://github.com/example/gated-nets"
@@ -54,17 +54,7 @@ def snapshot(*folders: Path) -> dict[str, bytes]:
 
 
 def _cli(file, tmp_path, *extra):
-    return main(
-        [
-            "submit",
-            str(file),
-            "--out",
-            str(tmp_path / "results"),
-            "--leaderboard-dir",
-            str(tmp_path / "lb"),
-            *extra,
-        ]
-    )
+    return main(submit_args(file, tmp_path, *extra))
 
 
 def test_a_valid_file_is_stored_as_one_version_and_shown(tmp_path, capsys):

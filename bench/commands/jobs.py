@@ -32,13 +32,12 @@ from pathlib import Path
 
 import torch
 
+from bench.commands.runner import RunSpec, default_submitter, run_one, runs_to_train
 from bench.data import load_dataset
-from bench.engine.config import PlanError, Suite, config_hash
+from bench.engine.config import PlanError, Suite
 from bench.engine.distributed import launched_by_torchrun
 from bench.store.results import ResultStore
 from bench.store.schema import Record
-
-from .runner import RunSpec, check_builds, check_data, default_submitter, finished_runs, plan, run_one
 
 
 def cores() -> int:
@@ -91,22 +90,13 @@ def _start_worker(slots, threads: int, gpus: list[str], plugin_files: list[str])
     _WORKER.update(slot=slot, datasets={})
 
 
-def _train_one(
-    spec: RunSpec, data_root: str | None, device: str, work_dir: Path, resume: bool, submitter: str
-) -> tuple[int, float, Record | None]:
+def _train_one(spec: RunSpec, data_root: str | None, run_options: dict) -> tuple[int, float, Record | None]:
+    """One run in this worker, as `run_suite` trains it (`run_options`: run_one's keywords)."""
     datasets = _WORKER["datasets"]
     if spec.dataset not in datasets:
         datasets[spec.dataset] = load_dataset(spec.dataset, data_root)
     t0 = time.perf_counter()
-    record = run_one(
-        spec,
-        datasets[spec.dataset],
-        device=device,
-        work_dir=work_dir,
-        resume=resume,
-        progress=False,
-        submitter=submitter,
-    )
+    record = run_one(spec, datasets[spec.dataset], **run_options)
     return _WORKER["slot"], time.perf_counter() - t0, record
 
 
@@ -117,40 +107,25 @@ def run_suite_jobs(
     suite: Suite,
     *,
     jobs: int,
-    threads_per_job: int | None = None,
-    models: list[str] | None = None,
-    seeds: list[int] | None = None,
-    epochs: int | None = None,
-    data_root: str | None = None,
-    device: str = "cpu",
     store: ResultStore,
+    threads_per_job: int | None = None,
+    plugin_files: list[str] | None = None,
+    device: str = "cpu",
     work_dir: Path = Path("runs"),
     resume: bool = False,
     progress: bool = True,
-    plugin_files: list[str] | None = None,
     on_record: Callable[[Record], None] | None = None,
+    **selection,
 ) -> list[Record]:
     """`run_suite` with `jobs` runs at once in worker processes; each record is stored (by this process)
     as soon as its run finishes, with a line `[i/n] <run>: finished in <s> (worker k)`, then `on_record`
-    is called. `progress` is accepted for `run_suite`'s signature: workers draw no progress bars."""
+    is called. `selection` is `run_suite`'s (models, seeds, epochs, data_root); `progress` is accepted for
+    its signature: workers draw no progress bars."""
     check_jobs(jobs, threads_per_job)
-    specs = plan(suite, models, seeds, epochs)
-    datasets = {name: load_dataset(name, data_root) for name in suite.datasets}
-    check_data(specs, datasets)
-    check_builds(specs, datasets, "cpu" if device.startswith("cuda") else device)  # no CUDA in the parent
-    stored = store.read()  # a store that does not validate is reported before hours of training
-    done = finished_runs([r for r in stored if r.suite == suite.name]) if resume else {}
-    pending = []
-    for spec in specs:
-        key = (spec.model, spec.dataset, spec.seed, config_hash(spec.config))
-        if key in done:
-            print(
-                f"{spec.name}: already finished (record {done[key]} in {store.path(suite.name)}); "
-                "--resume does not run it again",
-                flush=True,
-            )
-        else:
-            pending.append(spec)
+    build_device = "cpu" if device.startswith("cuda") else device  # no CUDA in the parent
+    pending, datasets = runs_to_train(
+        suite, **selection, store=store, resume=resume, build_device=build_device
+    )
     if not pending:
         return []
     threads = threads_per_job or default_threads(jobs)
@@ -166,6 +141,9 @@ def run_suite_jobs(
         slots.put(slot)
     submitter = default_submitter()
     worker_device = "cuda" if gpus else device  # a worker sees its one GPU as cuda:0
+    run_options = dict(
+        device=worker_device, work_dir=work_dir, resume=resume, progress=False, submitter=submitter
+    )
     records: list[Record] = []
     with ProcessPoolExecutor(
         max_workers=workers,
@@ -174,8 +152,7 @@ def run_suite_jobs(
         initargs=(slots, threads, gpus, list(plugin_files or [])),
     ) as pool:
         running: dict[Future, RunSpec] = {
-            pool.submit(_train_one, spec, data_root, worker_device, work_dir, resume, submitter): spec
-            for spec in pending
+            pool.submit(_train_one, spec, selection.get("data_root"), run_options): spec for spec in pending
         }
         error: BaseException | None = None
         try:

@@ -60,7 +60,7 @@ PERF_DIR = Path("results") / "perf"
 
 def _store_record(seed: int, env: dict):
     """A small valid measured record (what `bench run` appends), for the store benchmark."""
-    from bench.store.schema import SCHEMA_VERSION, Record
+    from bench.store.schema import SCHEMA_VERSION, Record, TrainingRun
 
     return Record.model_validate(
         {
@@ -93,18 +93,7 @@ def _store_record(seed: int, env: dict):
                 "train_images_per_s": 500.0,
             },
             "history": [{"epoch": 1, "train_loss": 0.67, "train_top1_pct": 74.9}],
-            "training": {
-                "world_size": 1,
-                "global_batch_size": 64,
-                "batch_size_per_rank": 64,
-                "lr": 0.05,
-                "lr_scaling": "none",
-                "amp_dtype": None,
-                "grad_scaler": False,
-                "channels_last": False,
-                "sync_bn": False,
-                "backend": None,
-            },
+            "training": TrainingRun.one_process(batch_size=64, lr=0.05).model_dump(),
             "environment": env,
             "submitter": "perf",
             "created_at": "2026-01-01T00:00:00+00:00",

@@ -296,6 +296,40 @@ def finished_runs(records: list[Record]) -> dict[tuple[str, str, int, str], str]
     return {(r.model, r.dataset, r.seed, r.config_hash): r.record_id for r in records}
 
 
+def runs_to_train(
+    suite: Suite,
+    *,
+    store: ResultStore,
+    resume: bool,
+    build_device: str,
+    models: list[str] | None = None,
+    seeds: list[int] | None = None,
+    epochs: int | None = None,
+    data_root: str | None = None,
+) -> tuple[list[RunSpec], dict]:
+    """The planned runs still to train (with `resume`, those the store holds are left out, each with a
+    line) and their datasets, after every check that can fail before training."""
+    specs = plan(suite, models, seeds, epochs)
+    datasets = load_datasets(suite.datasets, data_root)
+    check_data(specs, datasets)
+    check_builds(specs, datasets, build_device)
+    stored = store.read()  # a store that does not validate is reported before hours of training
+    done = finished_runs([r for r in stored if r.suite == suite.name]) if resume and world().is_main else {}
+    done = broadcast_object(done)  # every rank skips the same runs
+    pending = []
+    for spec in specs:
+        key = (spec.model, spec.dataset, spec.seed, config_hash(spec.config))
+        if key not in done:
+            pending.append(spec)
+        elif world().is_main:
+            print(
+                f"{spec.name}: already finished (record {done[key]} in {store.path(suite.name)}); "
+                "--resume does not run it again",
+                flush=True,
+            )
+    return pending, datasets
+
+
 def run_suite(
     suite: Suite,
     *,
@@ -312,24 +346,10 @@ def run_suite(
 ) -> list[Record]:
     """Run every planned run; each record is stored as soon as it exists, then `on_record` is called."""
     _, device = init_from_env(device)  # under torchrun: join the process group, one device per rank
-    specs = plan(suite, models, seeds, epochs)
-    datasets = load_datasets(suite.datasets, data_root)
-    check_data(specs, datasets)
-    check_builds(specs, datasets, device)
-    stored = store.read()  # a store that does not validate is reported before hours of training
-    done = finished_runs([r for r in stored if r.suite == suite.name]) if resume and world().is_main else {}
-    done = broadcast_object(done)  # every rank skips the same runs
+    selection = {"models": models, "seeds": seeds, "epochs": epochs, "data_root": data_root}
+    pending, datasets = runs_to_train(suite, store=store, resume=resume, build_device=device, **selection)
     records = []
-    for spec in specs:
-        key = (spec.model, spec.dataset, spec.seed, config_hash(spec.config))
-        if key in done:
-            if world().is_main:
-                print(
-                    f"{spec.name}: already finished (record {done[key]} in {store.path(suite.name)}); "
-                    "--resume does not run it again",
-                    flush=True,
-                )
-            continue
+    for spec in pending:
         record = run_one(
             spec,
             datasets[spec.dataset],

@@ -154,6 +154,22 @@ class TrainingRun(_Strict):
     backend: str | None  # the process group's (nccl, gloo); None: one process, or not known (upgraded v2)
     compile: str | None = None  # torch.compile's mode when the config asked for it; absent: not compiled
 
+    @classmethod
+    def one_process(cls, batch_size: int, lr: float) -> TrainingRun:
+        """A plain run: one process, full precision, NCHW, the config's own lr."""
+        return cls(
+            world_size=1,
+            global_batch_size=batch_size,
+            batch_size_per_rank=batch_size,
+            lr=lr,
+            lr_scaling="none",
+            amp_dtype=None,
+            grad_scaler=False,
+            channels_last=False,
+            sync_bn=False,
+            backend=None,
+        )
+
     @model_serializer(mode="wrap")
     def _without_compile_when_off(self, handler) -> dict[str, Any]:
         """A run that did not compile is written as before `compile` existed (older readers take it)."""
