@@ -1,4 +1,4 @@
-"""`make gpu-check`: on one GPU, prove the CUDA paths and measure them, in under 10 minutes.
+"""`make gpu-check`: on one GPU, prove the CUDA paths and measure them, within a time budget (540 s by default: under 10 minutes, not yet measured on a GPU).
 
     python -m bench.commands.gpu_check [--data-root DIR] [--models resnet20] [--seeds 0,1,2]
                                        [--epochs 40] [--budget 540]
