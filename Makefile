@@ -78,6 +78,6 @@ $(VENV)/.installed: pyproject.toml
 
 # Debian packages Fashion-MNIST; installing it needs root. Without root, point --data-root elsewhere.
 data:
-	@if [ ! -d $(FASHION_MNIST) ] && [ "$$(id -u)" = 0 ]; then \
+	@if [ ! -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
 	fi

@@ -78,7 +78,9 @@ def _download(roots: list[Path]) -> Path | None:
     """torchvision's downloader, where the network allows; None where it does not."""
     from torchvision.datasets import FashionMNIST
 
-    target = roots[0] if roots else Path("~/.cache/channelbench").expanduser()
+    # never the system folder: a failed download would leave empty folders there that hide the package's absence
+    user_roots = [r for r in roots if r != Path(SYSTEM_ROOT)]
+    target = user_roots[0] if user_roots else Path("~/.cache/channelbench").expanduser()
     try:
         FashionMNIST(str(target), train=True, download=True)
     except Exception:  # noqa: BLE001 - no network is the normal case on closed machines
