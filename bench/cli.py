@@ -1,4 +1,4 @@
-"""The `bench` command: list, run, measure, gates, leaderboard, submit, verify."""
+"""The `bench` command: list, run, collect, status, measure, gates, leaderboard, submit, verify."""
 
 from __future__ import annotations
 
@@ -64,6 +64,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         print(summary_line(record), flush=True)
         write_leaderboard(store, board, suite.name)
 
+    if args.launcher or args.dry_run:  # one submitit job per run (bench/commands/launch.py)
+        return _launch(args, suite, store, board)
     require_device(args.device)
     jobs, threads = getattr(args, "jobs", 1), getattr(args, "threads_per_job", None)
     try:
@@ -83,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                 epochs=args.epochs,
                 store=store,
                 resume=args.resume,
+                only_missing=args.only_missing,
                 on_record=on_record,
                 **_training_options(args),
             )
@@ -96,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                 epochs=args.epochs,
                 store=store,
                 resume=args.resume,
+                only_missing=args.only_missing,
                 plugin_files=args.plugin,
                 on_record=lambda record: print(summary_line(record), flush=True),
                 **_training_options(args),
@@ -113,6 +117,93 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"leaderboard: {board / (suite.name + '.md')}")
 
 
+def _launch(args: argparse.Namespace, suite, store: ResultStore, board: Path) -> int:
+    from bench.commands.launch import ClusterOptions, launch_suite, parse_sbatch
+    from bench.report.leaderboard import write_leaderboard
+
+    if not args.launcher:
+        raise PlanError("--dry-run shows what a launcher would submit: add --launcher slurm (or local)")
+    if args.jobs != 1:
+        raise PlanError(f"--jobs {args.jobs} and --launcher: each run is its own job; drop --jobs")
+    gpus = args.gpus_per_run if args.gpus_per_run is not None else int(args.device == "cuda")
+    options = ClusterOptions(
+        launcher=args.launcher,
+        partition=args.partition,
+        gpus_per_run=gpus,
+        nodes_per_run=args.nodes_per_run,
+        time_min=args.time,
+        array_parallelism=args.array_parallelism,
+        sbatch=parse_sbatch(args.sbatch),
+        wait=not args.no_wait,
+    )
+    failed, collected = launch_suite(
+        suite,
+        args.suite,
+        options,
+        store=store,
+        work_dir=Path(args.work_dir),
+        data_root=args.data_root,
+        device=args.device,
+        models=args.models,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        resume=args.resume,
+        only_missing=args.only_missing,
+        threads_per_job=args.threads_per_job,
+        plugin_files=args.plugin,
+        dry_run=args.dry_run,
+    )
+    if collected is not None:
+        _report_collected(collected, store)
+        write_leaderboard(store, board, suite.name)
+        print(f"leaderboard: {board / (suite.name + '.md')}")
+    if failed:
+        print(f"{failed} job(s) failed; `bench status --suite {args.suite}` lists them with their logs")
+    return 1 if failed else 0
+
+
+def _report_collected(collected, store: ResultStore) -> None:
+    for path, reason in collected.set_aside:
+        print(f"set aside {path}: {reason}")
+    if collected.version is not None:
+        print(
+            f"collected {len(collected.records)} record(s) as store version {collected.version} in {store.runs}"
+        )
+    elif collected.already_stored:
+        print(f"{len(collected.already_stored)} incoming record(s) were already stored; nothing appended")
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from bench.report.leaderboard import write_leaderboard
+    from bench.store.incoming import collect
+
+    store = ResultStore(args.out)
+    collected = collect(store, args.suite)
+    _report_collected(collected, store)
+    if not (collected.version or collected.set_aside or collected.already_stored):
+        print(f"nothing to collect in {store.runs / 'incoming'}")
+    board = leaderboard_dir(args)
+    for suite in sorted({r.suite for r in collected.records}):
+        write_leaderboard(store, board, suite)
+        print(f"leaderboard: {board / (suite + '.md')}")
+    return 1 if collected.set_aside else 0
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from bench.commands.status import format_matrix, suite_matrix
+
+    suite = load_suite(args.suite)
+    cells = suite_matrix(
+        suite,
+        ResultStore(args.out),
+        Path(args.work_dir),
+        models=args.models,
+        seeds=args.seeds,
+        epochs=args.epochs,
+    )
+    print(format_matrix(cells))
+
+
 def cmd_measure(args: argparse.Namespace) -> None:
     from bench.commands.measure import cmd_measure as measure
 
@@ -121,7 +212,11 @@ def cmd_measure(args: argparse.Namespace) -> None:
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
     from bench.report.leaderboard import write_leaderboard
+    from bench.store.incoming import collect
 
+    _report_collected(
+        collect(ResultStore(args.out), args.suite), ResultStore(args.out)
+    )  # jobs' records first
     for path in write_leaderboard(ResultStore(args.out), leaderboard_dir(args), args.suite, args.at):
         print(path)
 
@@ -257,8 +352,52 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="torch threads of each run (default: CPU cores // --jobs)",
     )
+    p.add_argument(
+        "--only-missing",
+        action="store_true",
+        help="run only the runs not done (no measured record in the store or the incoming folder, "
+        "and under --launcher no job running or waiting)",
+    )
     p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
+    cluster = p.add_argument_group("cluster (one submitit job per run; see the README's cluster section)")
+    cluster.add_argument("--launcher", choices=("slurm", "local"), help="submit each run as a job")
+    cluster.add_argument("--partition", help="Slurm partition")
+    cluster.add_argument(
+        "--gpus-per-run",
+        type=int,
+        help="GPUs per node of each run, one rank each (default: 1 with --device cuda)",
+    )
+    cluster.add_argument("--nodes-per-run", type=int, default=1, help="nodes of each run (default: 1)")
+    cluster.add_argument(
+        "--time", type=int, default=240, help="time limit of a job in minutes (default: 240)"
+    )
+    cluster.add_argument(
+        "--array-parallelism", type=int, default=16, help="jobs of the array running at once (default: 16)"
+    )
+    cluster.add_argument(
+        "--sbatch", action="append", metavar="KEY=VALUE", help="an extra sbatch parameter (repeatable)"
+    )
+    cluster.add_argument("--dry-run", action="store_true", help="print the job array and its sbatch lines")
+    cluster.add_argument("--no-wait", action="store_true", help="Slurm: return once submitted")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("collect", help="store the records cluster jobs left in the incoming folder")
+    p.add_argument("--suite", help="only this suite's records (default: every suite's)")
+    p.add_argument("--out", default="results", help="the result store (default: results/)")
+    p.add_argument("--leaderboard-dir", help=LEADERBOARD_HELP)
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("status", help="the state of every run of a suite: done, failed, running, pending")
+    p.add_argument("--suite", required=True, help="a built-in suite name or a .toml path")
+    p.add_argument("--models", type=_csv(str), help="comma-separated subset of the suite's models")
+    p.add_argument("--seeds", type=_csv(int), help="comma-separated seeds instead of the suite's")
+    p.add_argument("--epochs", type=int, help="the --epochs the runs were launched with")
+    p.add_argument("--out", default="results", help="the result store (default: results/)")
+    p.add_argument(
+        "--work-dir", default="runs", help="the work dir the runs were launched with (default: runs/)"
+    )
+    p.add_argument("--plugin", action="append", metavar="PATH", help=PLUGIN_HELP)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("measure", help="params, static/executed/gate MACs and latency of models, untrained")
     p.add_argument("models", nargs="+", metavar="MODEL", help="one or more registered models, side by side")

@@ -113,6 +113,7 @@ def run_suite_jobs(
     device: str = "cpu",
     work_dir: Path = Path("runs"),
     resume: bool = False,
+    only_missing: bool = False,
     progress: bool = True,
     on_record: Callable[[Record], None] | None = None,
     **selection,
@@ -124,7 +125,7 @@ def run_suite_jobs(
     check_jobs(jobs, threads_per_job)
     build_device = "cpu" if device.startswith("cuda") else device  # no CUDA in the parent
     pending, datasets = runs_to_train(
-        suite, **selection, store=store, resume=resume, build_device=build_device
+        suite, **selection, store=store, resume=resume, only_missing=only_missing, build_device=build_device
     )
     if not pending:
         return []

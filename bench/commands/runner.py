@@ -25,6 +25,7 @@ from bench.engine.env import environment
 from bench.engine.tasks import TASKS, Task
 from bench.engine.train import amp_dtype, evaluate, seed_everything, train
 from bench.measure.report import counters_disagree, measure_model
+from bench.store.incoming import DONE_STATUSES, read_incoming, run_name
 from bench.store.results import ResultStore
 from bench.store.schema import METRIC_LABELS, SCHEMA_VERSION, TASK_METRICS, Record
 
@@ -161,9 +162,7 @@ def run_one(
     seed_everything(spec.seed)
     model = registry.create_model(spec.model, data.num_classes, data.in_chans, **spec.model_args)
     chash = config_hash(spec.config)
-    checkpoint = (
-        work_dir / spec.suite.name / f"{spec.model}-{spec.dataset}-s{spec.seed}-{chash[:8]}" / "last.pt"
-    )
+    checkpoint = work_dir / spec.suite.name / run_name(spec.model, spec.dataset, spec.seed, chash) / "last.pt"
     result = train(
         model,
         data,
@@ -302,32 +301,53 @@ def runs_to_train(
     store: ResultStore,
     resume: bool,
     build_device: str,
+    only_missing: bool = False,
     models: list[str] | None = None,
     seeds: list[int] | None = None,
     epochs: int | None = None,
     data_root: str | None = None,
 ) -> tuple[list[RunSpec], dict]:
     """The planned runs still to train (with `resume`, those the store holds are left out, each with a
-    line) and their datasets, after every check that can fail before training."""
+    line; with `only_missing`, those done: a measured or verified record in the store or the incoming
+    folder) and their datasets, after every check that can fail before training."""
     specs = plan(suite, models, seeds, epochs)
     datasets = load_datasets(suite.datasets, data_root)
     check_data(specs, datasets)
     check_builds(specs, datasets, build_device)
     stored = store.read()  # a store that does not validate is reported before hours of training
     done = finished_runs([r for r in stored if r.suite == suite.name]) if resume and world().is_main else {}
-    done = broadcast_object(done)  # every rank skips the same runs
+    complete = done_runs(store, suite.name, stored) if only_missing and world().is_main else {}
+    done, complete = broadcast_object((done, complete))  # every rank skips the same runs
     pending = []
     for spec in specs:
         key = (spec.model, spec.dataset, spec.seed, config_hash(spec.config))
-        if key not in done:
+        if key not in done and key not in complete:
             pending.append(spec)
-        elif world().is_main:
+        elif not world().is_main:
+            continue
+        elif key in done:
             print(
                 f"{spec.name}: already finished (record {done[key]} in {store.path(suite.name)}); "
                 "--resume does not run it again",
                 flush=True,
             )
+        else:
+            print(f"{spec.name}: done ({complete[key]}); --only-missing leaves it out", flush=True)
     return pending, datasets
+
+
+def done_runs(store: ResultStore, suite: str, stored: list[Record]) -> dict[tuple[str, str, int, str], str]:
+    """(model, dataset, seed, config hash) -> where its measured or verified record is, for every run of
+    `suite` that needs no more work: in the store, or in the incoming folder waiting for `bench collect`."""
+    waiting, _ = read_incoming(store, suite)
+    found = {}
+    for where, records in ((f"in {store.path(suite)}", stored), ("in the incoming folder", waiting)):
+        for r in records:
+            if r.suite == suite and r.status in DONE_STATUSES:
+                found.setdefault(
+                    (r.model, r.dataset, r.seed, r.config_hash), f"record {r.record_id or '-'} {where}"
+                )
+    return found
 
 
 def run_suite(
@@ -341,13 +361,16 @@ def run_suite(
     store: ResultStore,
     work_dir: Path = Path("runs"),
     resume: bool = False,
+    only_missing: bool = False,
     progress: bool = True,
     on_record=None,
 ) -> list[Record]:
     """Run every planned run; each record is stored as soon as it exists, then `on_record` is called."""
     _, device = init_from_env(device)  # under torchrun: join the process group, one device per rank
     selection = {"models": models, "seeds": seeds, "epochs": epochs, "data_root": data_root}
-    pending, datasets = runs_to_train(suite, store=store, resume=resume, build_device=device, **selection)
+    pending, datasets = runs_to_train(
+        suite, store=store, resume=resume, only_missing=only_missing, build_device=device, **selection
+    )
     records = []
     for spec in pending:
         record = run_one(
