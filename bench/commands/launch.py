@@ -32,6 +32,7 @@ from submitit.slurm.slurm import _make_sbatch_string
 from bench.commands.jobs import default_threads
 from bench.commands.runner import (
     RunSpec,
+    checkpoint_path,
     default_submitter,
     load_datasets,
     plan,
@@ -82,7 +83,7 @@ def parse_sbatch(items: list[str] | None) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise PlanError(f"--sbatch {item!r}: give KEY=VALUE, e.g. --sbatch account=myproject")
-        out[key.strip().lstrip("-").replace("-", "_")] = value.strip()
+        out[key.strip().lstrip("-")] = value.strip()
     return out
 
 
@@ -176,6 +177,9 @@ class RunJob(submitit.helpers.Checkpointable):
         ):
             print(f"{self.name}: its record is already in {mine}; nothing to run", flush=True)
             return str(mine)
+        checkpoint = checkpoint_path(spec, Path(self.work_dir))
+        if self.resume and checkpoint.is_file():
+            print(f"{self.name}: continuing from its last checkpoint {checkpoint}", flush=True)
         _, device = init_from_env(self.device)
         data = load_datasets([spec.dataset], self.data_root)[spec.dataset]
         record = run_one(

@@ -25,7 +25,7 @@ from bench.engine.env import environment
 from bench.engine.tasks import TASKS, Task
 from bench.engine.train import amp_dtype, evaluate, seed_everything, train
 from bench.measure.report import counters_disagree, measure_model
-from bench.store.incoming import DONE_STATUSES, read_incoming, run_name
+from bench.store.incoming import DONE_STATUSES, incoming_dir, read_incoming, run_name
 from bench.store.results import ResultStore
 from bench.store.schema import METRIC_LABELS, SCHEMA_VERSION, TASK_METRICS, Record
 
@@ -144,6 +144,16 @@ def _check_batch_split(spec: RunSpec, model: torch.nn.Module, processes: int, de
         )
 
 
+def checkpoint_path(spec: RunSpec, work_dir: Path) -> Path:
+    """Where a run keeps its last checkpoint (what --resume continues from)."""
+    return (
+        work_dir
+        / spec.suite.name
+        / run_name(spec.model, spec.dataset, spec.seed, config_hash(spec.config))
+        / "last.pt"
+    )
+
+
 def run_one(
     spec: RunSpec,
     data: ImageDataset,
@@ -162,7 +172,7 @@ def run_one(
     seed_everything(spec.seed)
     model = registry.create_model(spec.model, data.num_classes, data.in_chans, **spec.model_args)
     chash = config_hash(spec.config)
-    checkpoint = work_dir / spec.suite.name / run_name(spec.model, spec.dataset, spec.seed, chash) / "last.pt"
+    checkpoint = checkpoint_path(spec, work_dir)
     result = train(
         model,
         data,
@@ -341,12 +351,11 @@ def done_runs(store: ResultStore, suite: str, stored: list[Record]) -> dict[tupl
     `suite` that needs no more work: in the store, or in the incoming folder waiting for `bench collect`."""
     waiting, _ = read_incoming(store, suite)
     found = {}
-    for where, records in ((f"in {store.path(suite)}", stored), ("in the incoming folder", waiting)):
-        for r in records:
-            if r.suite == suite and r.status in DONE_STATUSES:
-                found.setdefault(
-                    (r.model, r.dataset, r.seed, r.config_hash), f"record {r.record_id or '-'} {where}"
-                )
+    for r in stored + waiting:
+        if r.suite == suite and r.status in DONE_STATUSES:
+            where = f"record {r.record_id} in {store.path(suite)}" if r.record_id else "its record waits in "
+            where += "" if r.record_id else f"{incoming_dir(store, suite)} for `bench collect`"
+            found.setdefault((r.model, r.dataset, r.seed, r.config_hash), where)
     return found
 
 
