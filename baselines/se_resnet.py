@@ -11,6 +11,9 @@ are 1×1 convs with bias). The networks are this package's ResNets with SE in th
   (their 274,847 = their ResNet-20 + the same 2,373 SE parameters); it is not confirmed by the paper.
 - ImageNet `se_resnet50/101`: torchvision's ResNet (v1.5 layout by default, like timm's `seresnet50`,
   28,088,024 parameters; `layout="v1"` moves the stride to the first 1×1 as in the paper's models).
+- ImageNet `se_resnet18`: torchvision's ResNet-18 with SE after bn2 of each basic block (the SE paper
+  has no ResNet-18; the CE paper's table compares BN, SE and CE on it), 11,778,592 parameters: C/16
+  hidden units as in every other SE model here (timm's `seresnet18` rounds 64/16 up to 8: +1,032).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def se_imagenet_resnet(
     """torchvision's ResNet of `depth` with SE in every block."""
     block_kwargs = {"attn_layer": partial(se_module, reduction=reduction)}
     model = imagenet_resnet(depth, num_classes, in_chans, layout, block_kwargs, **kwargs)
+    layout = model.bench_info["layout"]  # "basic" for ResNet-18/34
     model.bench_info = {"definition": "torchvision + SE", "layout": layout, "se_reduction": reduction}
     return model
 
@@ -76,6 +80,12 @@ def se_resnet110(num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarRes
 def se_resnet164(num_classes: int = 10, in_chans: int = 3, **kwargs) -> PreActCifarResNet:
     """CIFAR SE-ResNet-164: the pre-activation ResNet-164 with SE (r = 16) on every unit's conv3 output."""
     return se_cifar_resnet(164, num_classes, in_chans, **kwargs)
+
+
+@register_model
+def se_resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
+    """ImageNet SE-ResNet-18: torchvision's ResNet-18 with SE (r = 16) in every basic block (after bn2)."""
+    return se_imagenet_resnet(18, num_classes, in_chans, **kwargs)
 
 
 @register_model

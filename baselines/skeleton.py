@@ -11,19 +11,25 @@ and the classifier `fc` unless the network says otherwise (the pre-activation Re
 
 from __future__ import annotations
 
+from typing import Self
+
 from torch import Tensor, nn
 
 
-class ResNetSkeleton(nn.Module):
+class Described:
+    """`describe(**facts)`: what every network of this package has for the record (mixed into nn.Module)."""
+
+    def describe(self, **facts) -> Self:
+        """Add `facts` to `bench_info` (what a record keeps about this network); returns the network."""
+        self.bench_info = {**getattr(self, "bench_info", {}), **facts}
+        return self
+
+
+class ResNetSkeleton(Described, nn.Module):
     """Stem, stages, head. `features_only = True`: forward returns every stage's output instead (a
     segmentation backbone)."""
 
     features_only = False
-
-    def describe(self, **facts) -> ResNetSkeleton:
-        """Add `facts` to `bench_info` (what a record keeps about this network); returns the network."""
-        self.bench_info = {**getattr(self, "bench_info", {}), **facts}
-        return self
 
     def stages(self) -> list[nn.Sequential]:
         raise NotImplementedError

@@ -7,6 +7,8 @@ subclassing a block and rewriting its forward:
   norm and before the addition (SE, CE). The block stores it as `attn` (nn.Identity when unused).
 - `conv_layer(in_planes, out_planes, stride) -> nn.Conv2d`: the 3×3 convs of the CIFAR blocks and stem
   (DCNet's decoupled operator); `norm_layer(channels)` their norms (nn.Identity for DCNet's no-BN net).
+- `stem_attn` (ImageNet ResNets) and `ConvNormAttnAct.attn` (the stems of MobileNetV2 and ShuffleNetV2):
+  the same kind of module after the stem's norm, before its activation (CE fills it).
 - `gate_layer(block) -> nn.Module`: built last, from the finished block (its convs' widths). The block
   calls it once per forward on its own input. It returns
   - a Tensor: one mask, [batch, C] or [batch, 1], applied at the position `gate.position`, recorded for
@@ -30,6 +32,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops.misc import Conv2dNormActivation
 
 from bench import sparse
 
@@ -85,6 +88,21 @@ class GateSlot:
             raise NotImplementedError("the sparse path takes a 'branch' mask of one gate per sample")
         idx = {name: sparse.active(masks[name][0]) if name in masks else None for name in self.convs}
         return branch is None or bool(branch[0, 0]), idx
+
+
+class ConvNormAttnAct(nn.Sequential):
+    """torchvision's `Conv2dNormActivation` (children 0: conv, 1: norm, 2: activation, so its parameter
+    names and construction order are torchvision's) with an `attn` slot between the norm and the
+    activation: the stems of MobileNetV2 and ShuffleNetV2, where CE goes "after the norm, before the
+    activation" as in the CE ResNets' `stem_attn`. `attn_channels` is the slot's width."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*Conv2dNormActivation(*args, **kwargs))
+        self.attn_channels = self[1].num_features
+        self.attn = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self[2](self.attn(self[1](self[0](x))))
 
 
 def set_gating(model: nn.Module, enabled: bool) -> None:

@@ -39,10 +39,20 @@ The code's `running_wm` buffer is an expanded view of one identity matrix, which
 update fail on current PyTorch; here it is a real [groups, d, d] buffer.
 
 Models:
-- `ce_resnet18`, `ce_resnet50` (ImageNet, torchvision layout: stride on the 3×3 conv, as the official
-  ResNet-50 also has). `ce_resnet50` has the official model's 29,331,926 parameters. The official
+- `ce_resnet18`, `ce_resnet50`, `ce_resnet101` (ImageNet, torchvision layout: stride on the 3×3 conv,
+  as the official ResNet-50 also has; the code has no ResNet-101, ours is ResNet-50's rule on more
+  blocks). `ce_resnet50` has the official model's 29,331,926 parameters. The official
   `resnetv1ce18` crashes at construction; ours puts CE after bn2 of each basic block with group 16 (what
   that builder passes) and is our reading, not a verified official model.
+- `ce_mobilenet_v2`, `ce_shufflenet_v2_x1_0` (torchvision's networks, `baselines.mobilenet` and
+  `baselines.shufflenet`). The paper's ImageNet table compares BN, SE and CE on them; the code has
+  neither, and where the paper puts CE in them could not be read here. Ours transfers the ResNet rule
+  (recorded as unconfirmed in `bench_info`): CE in the blocks' `attn` slot, after the last BN of the
+  branch before the merge (MobileNetV2: the linear projection's BN, before the addition; ShuffleNetV2:
+  branch2's last BN, before its ReLU and the concatenation), after the stem's BN, and not in the last stage (the 7×7 blocks: MobileNetV2's 160- and 320-wide
+  blocks, ShuffleNetV2's stage4). The code's halving rule sets the group sizes: stem 64 → 32
+  (MobileNetV2's 32 channels) and 8 (ShuffleNetV2's 24); blocks 16, or 8 for MobileNetV2's 24-wide
+  blocks, and 2 and 4 for ShuffleNetV2's 58- and 116-wide branches (stage2, stage3).
 - `ce_resnet20`, `ce_resnet56` (CIFAR basic blocks, option-A shortcuts) and `ce_resnet164` (pre-activation
   bottleneck, `layout` as in `resnet164`). The official code has no CIFAR models; the placement is ours,
   the ImageNet rule transferred one to one: CE after the stem's BN and after the last BN of every block
@@ -69,8 +79,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from baselines.mobilenet import MobileNetV2
 from baselines.resnet_cifar import CifarResNet, PreActCifarResNet, cifar_resnet
 from baselines.resnet_imagenet import ImageNetResNet, imagenet_resnet
+from baselines.shufflenet import X1_0 as SHUFFLENET_X1_0
+from baselines.shufflenet import ShuffleNetV2
 from bench.registry import register_model
 
 
@@ -232,6 +245,19 @@ def attach_ce(model: nn.Module, cfg: CEConfig, block_slot: str = "attn") -> None
             setattr(block, block_slot, ChannelEquilibrium(last_bn.num_features, cfg.group_size, cfg))
 
 
+def attach_ce_to_slots(model: MobileNetV2 | ShuffleNetV2, cfg: CEConfig) -> None:
+    """`attach_ce` for networks whose stem and blocks say their slot's width (`attn_channels`): the
+    stem's `attn` (when `cfg.stem`), then the `attn` of every block of every stage but the last (unless
+    `cfg.last_stage`)."""
+    if cfg.stem:
+        stem = model.stem()
+        stem.attn = ChannelEquilibrium(stem.attn_channels, cfg.stem_group_size, cfg)
+    stages = model.stages()
+    for stage in stages if cfg.last_stage else stages[:-1]:
+        for block in stage:
+            block.attn = ChannelEquilibrium(block.attn_channels, cfg.group_size, cfg)
+
+
 def _bench_info(cfg: CEConfig, placement: str) -> dict:
     return {"ce": dataclasses.asdict(cfg), "placement": placement}
 
@@ -244,6 +270,34 @@ def ce_imagenet(depth: int, num_classes: int = 1000, in_chans: int = 3, **kwargs
     placement = "stem after bn1; each block after its last BN; not in layer4"
     model.bench_info = {**_bench_info(cfg, placement), **model.bench_info}  # + definition, layout
     return model
+
+
+MOBILE_PLACEMENT_UNCONFIRMED = (
+    "CE placement in {net}: the paper's table has CE-{net}, but neither its text nor its code was "
+    "reachable here; ours transfers the ResNet rule (after the last BN of each block's branch, before the "
+    "merge; after the stem's BN; not in the last, 7×7 stage)"
+)
+
+
+def ce_mobile(
+    network: type[MobileNetV2] | type[ShuffleNetV2], num_classes: int, in_chans: int, **kwargs
+) -> MobileNetV2 | ShuffleNetV2:
+    """MobileNetV2 or ShuffleNetV2 ×1.0 with CE in the stem's and the blocks' `attn` slots (not in the
+    last stage)."""
+    cfg = CEConfig(**kwargs)
+    if network is MobileNetV2:
+        model = MobileNetV2(num_classes, in_chans)
+        placement = "stem after its BN; each inverted residual after its projection BN, before the addition"
+    else:
+        model = ShuffleNetV2(**SHUFFLENET_X1_0, num_classes=num_classes, in_chans=in_chans)
+        placement = "stem after its BN; each unit's branch2 after its last BN, before its ReLU"
+    attach_ce_to_slots(model, cfg)
+    return model.describe(
+        definition="torchvision + CE",
+        layout="torchvision",
+        **_bench_info(cfg, placement + "; not in the last (7×7) stage"),
+        unconfirmed=[MOBILE_PLACEMENT_UNCONFIRMED.format(net=network.__name__)],
+    )
 
 
 def ce_cifar(depth: int, num_classes: int = 10, in_chans: int = 3, **kwargs) -> CifarResNet:
@@ -290,6 +344,24 @@ def ce_resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNe
 def ce_resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
     """ce_resnet50: torchvision ResNet with CE blocks (stem, layer1–3)."""
     return ce_imagenet(50, num_classes, in_chans, **kwargs)
+
+
+@register_model(**CE_DEFAULTS["resnet"])
+def ce_resnet101(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ImageNetResNet:
+    """ce_resnet101: torchvision ResNet with CE blocks (stem, layer1–3)."""
+    return ce_imagenet(101, num_classes, in_chans, **kwargs)
+
+
+@register_model(**CE_DEFAULTS["resnet"])
+def ce_mobilenet_v2(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> MobileNetV2:
+    """ce_mobilenet_v2: torchvision MobileNetV2 ×1.0 with CE (stem, blocks at 112²–14²)."""
+    return ce_mobile(MobileNetV2, num_classes, in_chans, **kwargs)
+
+
+@register_model(**CE_DEFAULTS["resnet"])
+def ce_shufflenet_v2_x1_0(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ShuffleNetV2:
+    """ce_shufflenet_v2_x1_0: torchvision ShuffleNetV2 ×1.0 with CE (stem, stage2–3)."""
+    return ce_mobile(ShuffleNetV2, num_classes, in_chans, **kwargs)
 
 
 @register_model(**CE_DEFAULTS["resnet"])
