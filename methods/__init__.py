@@ -5,5 +5,6 @@ from methods import (
     channel_equilibrium,  # noqa: F401
     convnet_aig,  # noqa: F401
     decoupled,  # noqa: F401
+    decoupled_imagenet,  # noqa: F401
     gaternet,  # noqa: F401
 )

@@ -40,6 +40,15 @@ def _is_imagenet_sized(name: str) -> bool:
             "aig_resnet50",
             "aig_resnet101",
             "gaternet_resnet50",
+            "se_resnet18",
+            "ce_resnet101",
+            "mobilenet_v2",
+            "se_mobilenet_v2",
+            "ce_mobilenet_v2",
+            "shufflenet_v2_x1_0",
+            "se_shufflenet_v2_x1_0",
+            "ce_shufflenet_v2_x1_0",
+            "dcnet_tanh_cos_resnet18m",
         }
     )
 

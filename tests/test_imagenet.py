@@ -120,5 +120,6 @@ def test_the_imagenet_suite_names_the_standard_recipe_and_registered_models():
     )
     assert cfg.milestones == (30, 60) and cfg.lr == 0.1 and cfg.lr_scaling == "linear"
     assert set(suite.models) <= set(list_models()) and isinstance(load_dataset, object)
-    assert not any(m.startswith("dcnet") for m in suite.models)  # no ImageNet DCNet is registered
+    # DCNet only as its official ImageNet network, under its own recipe (tests/test_decoupled_imagenet.py)
+    assert [m for m in suite.models if m.startswith("dcnet")] == ["dcnet_tanh_cos_resnet18m"]
     assert FolderDataset.in_chans == 3
