@@ -214,10 +214,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
     from bench.report.leaderboard import write_leaderboard
     from bench.store.incoming import collect
 
-    _report_collected(
-        collect(ResultStore(args.out), args.suite), ResultStore(args.out)
-    )  # jobs' records first
-    for path in write_leaderboard(ResultStore(args.out), leaderboard_dir(args), args.suite, args.at):
+    store = ResultStore(args.out)
+    _report_collected(collect(store, args.suite), store)  # the records cluster jobs left, first
+    for path in write_leaderboard(store, leaderboard_dir(args), args.suite, args.at):
         print(path)
 
 

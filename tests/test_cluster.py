@@ -18,7 +18,7 @@ from bench.commands.runner import plan
 from bench.commands.status import spec_run_name
 from bench.data.synthetic import write_fashion_mnist
 from bench.engine.config import config_hash, load_suite
-from bench.store.incoming import incoming_dir, write_incoming
+from bench.store.incoming import incoming_dir, read_incoming, write_incoming
 from bench.store.results import ResultStore
 from tests.helpers import run_args, run_workers, write_suite
 from tests.test_results import make_record
@@ -119,6 +119,37 @@ def test_a_preempted_job_is_requeued_and_ends_with_the_metrics_of_an_uninterrupt
     assert _same_run(record, sequential[0])
 
 
+def test_a_run_of_two_tasks_joins_one_process_group_through_submitit(tmp_path, data_root, sequential):
+    """The path a multi-node run takes (one task per GPU, here two CPU tasks over gloo): submitit's
+    distributed environment in place of torchrun's; rank 0 alone writes the record, with the same fields."""
+    from bench.commands.launch import RunJob
+
+    suite = _suite(tmp_path)
+    job = RunJob(
+        str(suite),
+        "resnet20",
+        "fashion_mnist",
+        0,
+        1,
+        str(tmp_path / "results"),
+        str(tmp_path / "runs"),
+        str(data_root),
+        "cpu",
+        False,
+        1,
+        (),
+        "test",
+    )
+    executor = submitit.LocalExecutor(tmp_path / "runs" / "submitit")
+    executor.update_parameters(tasks_per_node=2, timeout_min=5)
+    incoming, other_rank = executor.submit(job).results()
+    assert Path(incoming).is_file() and other_rank is None
+    [record] = read_incoming(ResultStore(tmp_path / "results"), "tiny")[0]
+    assert (record.training.world_size, record.training.backend) == (2, "gloo")
+    assert record.training.batch_size_per_rank * 2 == record.training.global_batch_size
+    assert record.model_dump().keys() == sequential[0].model_dump().keys()
+
+
 def _tiny_record(seed: int, suite="tiny", **changes):
     return make_record(seed=seed, suite=suite, **changes)
 
@@ -201,7 +232,8 @@ def test_status_shows_each_state_of_a_run(tmp_path, monkeypatch, capsys):
     for seed, entry in entries.items():
         entry["folder"] = str(tmp_path / "runs" / "submitit" / "tiny")
         (book / f"{spec_run_name(specs[seed])}.json").write_text(json.dumps(entry))
-    monkeypatch.setattr(submitit.SlurmJob, "state", property(lambda job: "PENDING"))
+    sacct = {"4242_4": "PENDING"}  # what Slurm's sacct says of the job
+    monkeypatch.setattr(submitit.SlurmJob.watcher, "get_state", lambda job_id, mode: sacct[job_id])
     args = ["status", "--suite", str(suite_path), "--out", str(tmp_path / "results")]
     assert main([*args, "--work-dir", str(tmp_path / "runs")]) == 0
     lines = capsys.readouterr().out.splitlines()

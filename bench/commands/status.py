@@ -76,10 +76,22 @@ def job_of(entry: dict) -> submitit.Job:
 
 def job_state(entry: dict) -> JobState:
     """What the job of a job-book entry is doing, as submitit sees it."""
-    job = job_of(entry)
+    return job_states({"job": entry})["job"]
+
+
+def job_states(entries: dict[str, dict]) -> dict[str, JobState]:
+    """`job_state` of many entries: every Slurm job is registered with submitit's watcher first, so one
+    `sacct` call answers for all of them."""
+    jobs = {name: job_of(entry) for name, entry in entries.items()}
+    return {name: _state(entries[name]["cluster"], job) for name, job in jobs.items()}
+
+
+def _state(cluster: str, job: submitit.Job) -> JobState:
     log = Path(job.paths.stderr)
-    if entry["cluster"] == "slurm":
-        state = job.state.split()[0] if job.state else "UNKNOWN"
+    if cluster == "slurm":
+        state = (job.watcher.get_state(job.job_id, mode="standard") or "UNKNOWN").split()[0]
+        if state == "UNKNOWN":  # sacct does not know it (yet): taken as waiting, never submitted twice
+            return JobState("pending", f"Slurm job {job.job_id}: sacct gives no state yet")
         if state in SLURM_WAITING:
             return JobState("pending", f"Slurm job {job.job_id} {state}")
         if state in SLURM_RUNNING:
@@ -144,20 +156,20 @@ def suite_matrix(
         for r in records:
             key = run_name(r.model, r.dataset, r.seed, r.config_hash)
             by_key.setdefault(key, []).append((where, r))
+    specs = plan(suite, models, seeds, epochs)
+    entries = {name: noted_job(work_dir, suite.name, name) for name in map(spec_run_name, specs)}
+    jobs = job_states({name: entry for name, entry in entries.items() if entry})
     return [
-        _cell(spec, by_key.get(spec_run_name(spec), []), work_dir)
-        for spec in plan(suite, models, seeds, epochs)
+        _cell(spec, by_key.get(name, []), jobs.get(name)) for spec, name in zip(specs, entries, strict=True)
     ]
 
 
-def _cell(spec: RunSpec, records: list[tuple[str, Record]], work_dir: Path) -> Cell:
+def _cell(spec: RunSpec, records: list[tuple[str, Record]], job: JobState | None) -> Cell:
     for where, r in records:
         if r.status in DONE_STATUSES:
             if where == "store":
                 return Cell(spec, "done", f"record {r.record_id}, store version {r.store_version}")
             return Cell(spec, "done", "in the incoming folder; `bench collect` stores it")
-    entry = noted_job(work_dir, spec.suite.name, spec_run_name(spec))
-    job = job_state(entry) if entry else None
     if job is not None and job.state in ("running", "pending"):
         return Cell(spec, job.state, job.reason, job.log)
     log = job.log if job else None
