@@ -170,11 +170,7 @@ class RunJob(submitit.helpers.Checkpointable):
         spec = self.spec()
         store = ResultStore(self.store)
         mine = incoming_dir(store, spec.suite.name) / f"{spec_run_name(spec)}.json"
-        if (
-            self.resume
-            and mine.is_file()
-            and parse_incoming(mine, store, spec.suite.name).status in DONE_STATUSES
-        ):
+        if self.resume and _finished(mine, store, spec.suite.name):
             print(f"{self.name}: its record is already in {mine}; nothing to run", flush=True)
             return str(mine)
         checkpoint = checkpoint_path(spec, Path(self.work_dir))
@@ -200,6 +196,14 @@ class RunJob(submitit.helpers.Checkpointable):
     def __submitit_checkpoint__(self) -> submitit.helpers.DelayedSubmission:
         """Pre-empted or timed out: requeue the run to continue from its last checkpoint (`--resume`)."""
         return submitit.helpers.DelayedSubmission(dataclasses.replace(self, resume=True))
+
+
+def _finished(path: Path, store: ResultStore, suite: str) -> bool:
+    """Whether `path` holds a measured record of the run (a requeued job that had already written it)."""
+    try:
+        return path.is_file() and parse_incoming(path, store, suite).status in DONE_STATUSES
+    except ValueError:  # not a valid record: the run runs again, and `bench collect` sets the file aside
+        return False
 
 
 # --- the launcher ----------------------------------------------------------------------------------
