@@ -309,8 +309,11 @@ def test_the_dry_run_prints_the_job_array_and_the_sbatch_parameters(
     ],
 )
 def test_cluster_options_a_run_cannot_take_give_one_line(
-    extra, expected, tmp_path, fashion_root, no_system_data, capsys
+    extra, expected, tmp_path, fashion_root, no_system_data, monkeypatch, capsys
 ):
+    monkeypatch.setattr(
+        submitit.SlurmExecutor, "affinity", classmethod(lambda cls: -1)
+    )  # no Slurm, even on one
     suite = write_suite(tmp_path)
     assert main(run_args(suite, tmp_path, fashion_root, *extra)) == 2
     err = capsys.readouterr().err
