@@ -154,3 +154,78 @@ def test_the_cifar_page_shows_he_et_al_beside_unrun_models(tmp_path):
     assert (
         "93.57" in text and "93.39" not in text
     )  # ResNet-110's best run is shown, the unconfirmed mean is not
+
+
+SECONDARY = """paper = "Shao et al. 2020"
+
+[[result]]
+model = "ce_resnet50"
+dataset = "imagenet"
+metric = "top1_pct"
+value = 78.3
+table = "ImageNet table, as a summary quotes it"
+layout = "v1.5"
+status = "secondary"
+source = "a summary; transcribe from the paper"
+
+[[result]]
+model = "ce_resnet50"
+dataset = "imagenet"
+metric = "top1_pct"
+value = 78.2
+table = "README"
+layout = "v1.5"
+status = "confirmed"
+source = "https://example.org/readme"
+quote = "ResNet50-CE 78.2"
+
+[[result]]
+model = "ce_mobilenet_v2"
+dataset = "imagenet"
+metric = "top1_pct"
+value = 74.6
+table = "ImageNet table, as a summary quotes it"
+layout = "torchvision"
+status = "secondary"
+source = "a summary; transcribe from the paper"
+"""
+
+
+def test_secondary_numbers_are_shown_with_a_mark_and_never_as_confirmed(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    (tmp_path / "results" / "paper").mkdir(parents=True)
+    (tmp_path / "results" / "paper" / "shao.toml").write_text(SECONDARY)
+    ce50 = {"suite": "imagenet", "dataset": "imagenet", "model": "ce_resnet50", "model_family": "ce"}
+    store.append([make_record(0, **ce50, top1=77.0, model_info={"layout": "v1.5"})])
+    write_leaderboard(store, tmp_path / "lb", suite="imagenet")
+    text = (tmp_path / "lb" / "imagenet.md").read_text()
+    # beside our run: both numbers, the secondary one marked; Δ only against the confirmed one
+    row = next(line for line in text.splitlines() if line.startswith("| ce_resnet50 "))
+    assert re.search(r"\| 78\.30† \[\d\]; 78\.20 \[\d\] +\| -1\.20 ", row)
+    # a model not yet run shows its secondary number, marked, and no Δ
+    row = next(line for line in text.splitlines() if line.startswith("| ce_mobilenet_v2 "))
+    assert re.search(r"\| not yet run +\| 0 +\| 74\.60† \[\d\] +\| – ", row)
+    assert "† known only from a secondary summary of the paper" in text
+    assert "† secondary, not confirmed: Shao et al. 2020, ImageNet table, as a summary quotes it" in text
+    paper = (tmp_path / "lb" / "paper.md").read_text()
+    confirmed, secondary = paper.split("## † Secondary (not confirmed)")
+    assert "78.2" in confirmed and "78.3" not in confirmed and "74.6" not in confirmed
+    assert "78.3" in secondary and "74.6" in secondary and "0 further number(s)" in confirmed
+
+
+def test_fractions_from_logs_become_percent():
+    log = PaperReference(
+        model="dcnet_tanh_cos_resnet18m",
+        dataset="imagenet",
+        metric="top1",
+        value=0.6864,
+        table="training log",
+        layout="dcnets",
+        status="confirmed",
+        source="s",
+        quote="top1=0.6864",
+    )
+    assert log.our_metric == "top1_pct" and log.our_value == pytest.approx(68.64)
+    assert log.stated() == "top-1 accuracy 0.6864" and log.shown
+    with pytest.raises(ValidationError, match="fraction"):
+        log.model_validate({**log.model_dump(), "metric": "top5", "value": 88.87})

@@ -96,8 +96,15 @@ def _millions(value: float) -> str:
     return f"{value / 1e9:.3f}G" if value >= 1e9 else f"{value / 1e6:.2f}M"
 
 
-def _paper_numbers(refs: list[tuple[int, float]]) -> str:
-    return "; ".join(f"{value:.2f} [{n}]" for n, value in refs)
+SECONDARY_MARK = "†"
+SECONDARY_NOTE = (
+    f"{SECONDARY_MARK} known only from a secondary summary of the paper (not the paper, its code or its "
+    "authors): not confirmed, shown for orientation until it is transcribed from the paper."
+)
+
+
+def _paper_numbers(refs: list[tuple[int, float, str]]) -> str:
+    return "; ".join(f"{value:.2f}{mark} [{n}]" for n, value, mark in refs)
 
 
 def _latency_bs1(record: Record) -> float | None:
@@ -165,7 +172,7 @@ def _matches(ref: PaperReference, model: str, model_args: dict, model_info: dict
 
 
 class References:
-    """The confirmed paper numbers shown on one page, numbered in order of first use."""
+    """The paper numbers shown on one page (confirmed and secondary), numbered in order of first use."""
 
     def __init__(self, refs: list[tuple[str, PaperReference]]):
         self.refs = refs
@@ -193,17 +200,22 @@ def _reference_line(number: int, paper: str, ref: PaperReference) -> str:
     shown = f"{METRIC_LABELS[ref.our_metric]} {ref.our_value:.2f}%"
     facts = [f"layout {ref.layout}" if ref.layout else "", ref.protocol, ref.note]
     extra = "".join(f"; {f}" for f in facts if f)
+    quote = f": “{ref.quote.strip()}”" if ref.quote.strip() else ""
+    secondary = f"{SECONDARY_MARK} secondary, not confirmed: " if ref.status == "secondary" else ""
     return (
-        f"{number}. {paper}, {ref.table}: `{ref.model}` on {ref.dataset}, {ref.stated()} "
-        f"(shown as {shown}){extra}. Source: {ref.source}: “{ref.quote.strip()}”"
+        f"{number}. {secondary}{paper}, {ref.table}: `{ref.model}` on {ref.dataset}, {ref.stated()} "
+        f"(shown as {shown}){extra}. Source: {ref.source}{quote}"
     )
 
 
 def _paper_cells(refs: list[tuple[int, PaperReference]], ours: list[float] | None, cols: Columns) -> dict:
-    """The paper's numbers (reference number, value) and our mean minus the first of them."""
+    """The paper's numbers (reference number, value, mark: † for a secondary one) and our mean minus the
+    first confirmed one (never a secondary one)."""
+    confirmed = [ref for _, ref in refs if ref.status == "confirmed"]
+    marks = {"confirmed": "", "secondary": SECONDARY_MARK}
     return {
-        cols.paper_header: [(n, ref.our_value) for n, ref in refs] or None,
-        "Δ vs paper": mean(ours) - refs[0][1].our_value if refs and ours else None,
+        cols.paper_header: [(n, ref.our_value, marks[ref.status]) for n, ref in refs] or None,
+        "Δ vs paper": mean(ours) - confirmed[0].our_value if confirmed and ours else None,
     }
 
 
@@ -405,6 +417,8 @@ def suite_markdown(
             "releases) state them; only numbers confirmed by a quote are shown.",
             "",
         ]
+        if any(ref.status == "secondary" for _, ref in refs.used):
+            lines += [SECONDARY_NOTE, ""]
         lines += [_reference_line(i + 1, paper, ref) for i, (paper, ref) in enumerate(refs.used)]
     lines += _notes(records)
     return "\n".join(lines) + "\n", tables
@@ -588,20 +602,34 @@ def index_markdown(suites: dict[str, Suite | None], records: list[Record], versi
 
 
 def paper_markdown(references: list[tuple[str, PaperReference]]) -> str:
-    """The page of every confirmed paper-reported number; `references` are all of them."""
+    """The page of every confirmed paper-reported number, then the secondary ones (marked);
+    `references` are all of them."""
     confirmed = [(paper, ref) for paper, ref in references if ref.status == "confirmed"]
-    unconfirmed = len(references) - len(confirmed)
+    secondary = [(paper, ref) for paper, ref in references if ref.status == "secondary"]
+    unconfirmed = len(references) - len(confirmed) - len(secondary)
     lines = [
         "# Paper-reported numbers",
         "",
         "Generated from `results/paper/*.toml` by `bench leaderboard`; do not edit by hand. Each number is "
         "shown as the source states it and in our unit (accuracy in percent), with the quote it is read "
         "from. ImageNet numbers name their bottleneck layout (v1: stride on the first 1×1 conv, as in He "
-        "et al.'s Caffe models; v1.5: stride on the 3×3, as in torchvision). "
+        "et al.'s Caffe models; v1.5: stride on the 3×3, as in torchvision); other networks name the "
+        "definition they are compared with (torchvision: MobileNetV2, ShuffleNetV2; dcnets: the DCNets "
+        "code's ImageNet ResNet-18). "
         f"{unconfirmed} further number(s) in `results/paper/` are marked unconfirmed (not yet transcribed "
         "from the paper) and are not shown.",
     ]
-    for dataset in sorted({ref.dataset for _, ref in confirmed}):
+    lines += _paper_tables(confirmed)
+    if secondary:
+        lines += ["", f"## {SECONDARY_MARK} Secondary (not confirmed)", "", SECONDARY_NOTE]
+        lines += _paper_tables(secondary, level="###")
+    return "\n".join(lines) + "\n"
+
+
+def _paper_tables(references: list[tuple[str, PaperReference]], level: str = "##") -> list[str]:
+    """One table per dataset of `references`."""
+    lines = []
+    for dataset in sorted({ref.dataset for _, ref in references}):
         rows = [
             {
                 "Model": Markdown(
@@ -620,11 +648,11 @@ def paper_markdown(references: list[tuple[str, PaperReference]]) -> str:
                 "Notes": "; ".join(x for x in (ref.protocol, ref.note) if x) or NONE,
                 "Source": ref.source,
             }
-            for paper, ref in sorted(confirmed, key=lambda pr: (pr[1].model, pr[1].metric, pr[0]))
+            for paper, ref in sorted(references, key=lambda pr: (pr[1].model, pr[1].metric, pr[0]))
             if ref.dataset == dataset
         ]
-        lines += ["", f"## {dataset}", "", markdown_table(rows)]
-    return "\n".join(lines) + "\n"
+        lines += ["", f"{level} {dataset}", "", markdown_table(rows)]
+    return lines
 
 
 def gate_figure(record: Record) -> str:
@@ -661,7 +689,7 @@ def write_leaderboard(
             f"built-in suites: {', '.join(list_suites())}"
         )
     references = store.paper_references(confirmed_only=False)
-    confirmed = [pr for pr in references if pr[1].status == "confirmed"]
+    shown = [pr for pr in references if pr[1].shown]  # confirmed, and secondary with its mark
     version = max((r.store_version for r in records), default=0)
     suites = {name: _declared(name) for name in sorted(stored_suites | set(list_suites()))}
     out = Path(out_dir)
@@ -670,7 +698,7 @@ def write_leaderboard(
     for name in [suite] if suite else suites:
         recs = [r for r in records if r.suite == name]
         digest = digest_of([line for line in lines if line.path == store.path(name)])
-        text, tables = suite_markdown(name, recs, version, digest, suites[name], References(confirmed))
+        text, tables = suite_markdown(name, recs, version, digest, suites[name], References(shown))
         for table in tables:
             if table.points:
                 cols = columns_of(table.dataset)

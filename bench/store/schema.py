@@ -352,7 +352,14 @@ PAPER_METRICS = {  # how a paper states a number -> our metric
     "top5_err_pct": "top5_pct",
     "miou_pct": "miou_pct",
     "miou": "miou_pct",  # a fraction (0.719), as some papers write mIoU
+    "top1": "top1_pct",  # a fraction (0.6864), as training logs write accuracy
+    "top5": "top5_pct",
 }
+FRACTION_METRICS = ("miou", "top1", "top5")
+# confirmed: a quote from the paper, its code's log or its authors' release (shown);
+# secondary: known only from a secondary summary of the paper (shown with a mark, never as confirmed);
+# unconfirmed: remembered or unsourced, a to-do list (not shown)
+PAPER_STATUSES = ("confirmed", "secondary", "unconfirmed")
 
 
 class PaperReference(_Strict):
@@ -361,26 +368,34 @@ class PaperReference(_Strict):
     model: str = Field(min_length=1)  # the registered model it is compared with
     model_args: dict[str, Any] = {}  # arguments the comparison needs (e.g. {"layout": "v1"})
     dataset: str = Field(min_length=1)
-    metric: Literal["top1_pct", "top1_err_pct", "top5_pct", "top5_err_pct", "miou_pct", "miou"]
+    metric: Literal[
+        "top1_pct", "top1_err_pct", "top5_pct", "top5_err_pct", "miou_pct", "miou", "top1", "top5"
+    ]
     value: float = Field(ge=0, le=100)  # exactly as stated, in `metric`
     table: str = Field(min_length=1)  # where in the source: "Table 6", "abstract", "README, 1-crop table"
     layout: str | None = None  # ImageNet bottleneck layout (v1: stride on the first 1x1, v1.5: on the 3x3)
     protocol: str = ""  # how it was evaluated, where the source says (e.g. "single 224 center crop")
     note: str = ""  # anything a reader needs to compare it (best-of-n, other recipe, inferred layout)
-    status: Literal["confirmed", "unconfirmed"]
-    source: str = Field(min_length=1)  # address (URL, repo@commit path) of the quote
+    status: Literal["confirmed", "secondary", "unconfirmed"]
+    source: str = Field(
+        min_length=1
+    )  # address (URL, repo@commit path) of the quote; for secondary, the summary
     quote: str = ""  # the sentence or table row the number is read from (required when confirmed)
 
     @model_validator(mode="after")
     def _complete(self) -> PaperReference:
         if self.status == "confirmed" and not self.quote.strip():
             raise ValueError("a confirmed number needs the quote it is read from")
-        if self.metric == "miou" and self.value > 1:
+        if self.metric in FRACTION_METRICS and self.value > 1:
             raise ValueError(
-                f"metric 'miou' is a fraction (0 to 1), not {self.value}; use 'miou_pct' for percent"
+                f"metric {self.metric!r} is a fraction (0 to 1), not {self.value}; "
+                f"use '{self.metric.removesuffix('_pct')}_pct' for percent"
             )
         if self.dataset == "imagenet" and self.layout is None:
-            raise ValueError("an ImageNet number needs its layout (v1, v1.5, or basic for ResNet-18/34)")
+            raise ValueError(
+                "an ImageNet number needs its layout (v1, v1.5, or basic for ResNet-18/34; the "
+                "definition for other networks: torchvision, dcnets)"
+            )
         return self
 
     @property
@@ -390,15 +405,21 @@ class PaperReference(_Strict):
     @property
     def our_value(self) -> float:
         """The number in our unit, percent (papers on CIFAR often state error; some state mIoU as a fraction)."""
-        if self.metric == "miou":
+        if self.metric in FRACTION_METRICS:
             return 100.0 * self.value
         return 100.0 - self.value if self.metric.endswith("_err_pct") else self.value
+
+    @property
+    def shown(self) -> bool:
+        """On the leaderboard: confirmed numbers, and secondary ones with their mark."""
+        return self.status in ("confirmed", "secondary")
 
     def stated(self) -> str:
         if self.metric.startswith("miou"):
             return f"mIoU {self.value}{'%' if self.metric == 'miou_pct' else ''}"
         kind = "error" if self.metric.endswith("_err_pct") else "accuracy"
-        return f"{self.metric.split('_')[0].replace('top', 'top-')} {kind} {self.value}%"
+        unit = "" if self.metric in FRACTION_METRICS else "%"
+        return f"{self.metric.split('_')[0].replace('top', 'top-')} {kind} {self.value}{unit}"
 
 
 class PaperFile(_Strict):
