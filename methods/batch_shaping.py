@@ -79,6 +79,9 @@ UNCONFIRMED = [
 ]
 
 
+BAS_NORMALISATIONS = ("batch_sum", "batch_mean")
+
+
 @dataclass(frozen=True)
 class BatchShapingConfig:
     prior_alpha: float = 0.6  # Beta(α, β) prior of the batch-shaping loss
@@ -92,6 +95,15 @@ class BatchShapingConfig:
     gate_hidden: int = 16  # width of the gate head's hidden layer
     straight_through: bool = True  # hard gates in the forward pass, relaxed gradient
     gate_bias_init: float = 3.0  # initial bias of the gate logits: P(open) = sigmoid(3) ≈ 0.95
+    # "batch_sum": per gate, the squared distances summed over the batch (the community re-implementations
+    # that λ = 0.75 comes with); "batch_mean": divided by the batch size N (the released `gbas_loss`)
+    bas_normalisation: str = "batch_sum"
+
+    def __post_init__(self) -> None:
+        if self.bas_normalisation not in BAS_NORMALISATIONS:
+            raise ValueError(
+                f"bas_normalisation must be one of {', '.join(BAS_NORMALISATIONS)}, not {self.bas_normalisation!r}"
+            )
 
     def weights(self, progress: float) -> tuple[float, float]:
         """(λ, γ) at `progress` in [0, 1]."""
@@ -194,13 +206,15 @@ class BetaCDF(nn.Module):
         return _TableCDF.apply(x, self.table, self.a, self.b, 1e-3, 100.0)
 
 
-def batch_shaping_loss(probs: Tensor, prior_cdf: nn.Module) -> Tensor:
+def batch_shaping_loss(probs: Tensor, prior_cdf: nn.Module, normalisation: str = "batch_sum") -> Tensor:
     """Mean over gates of the Cramér–von Mises distance between each gate's empirical CDF over the batch
-    (probs: [batch N, gates]; ECDF i/(N+1)) and the prior CDF: mean_j (1/N) Σ_i (i/(N+1) − F(p_(i)j))²."""
+    (probs: [batch N, gates]; ECDF i/(N+1)) and the prior CDF: mean_j Σ_i (i/(N+1) − F(p_(i)j))², divided
+    by N for `normalisation="batch_mean"`."""
     n = probs.shape[0]
     ordered, _ = probs.sort(dim=0)
     ecdf = torch.arange(1, n + 1, device=probs.device, dtype=probs.dtype) / (n + 1)
-    return ((ecdf[:, None] - prior_cdf(ordered)) ** 2).sum(dim=0).div(n).mean()
+    per_gate = ((ecdf[:, None] - prior_cdf(ordered)) ** 2).sum(dim=0)
+    return (per_gate / n if normalisation == "batch_mean" else per_gate).mean()
 
 
 # --- the gate ---------------------------------------------------------------------------------------
@@ -284,7 +298,11 @@ class BatchShapingLosses(GatedNetwork):
             return {}
         probs = torch.cat(probs, dim=1)  # [batch, every gate of the network]
         bas_weight, l0_weight = self.cfg.weights(progress)
-        bas = batch_shaping_loss(probs, self.prior_cdf) if bas_weight > 0 else probs.new_zeros(())
+        bas = (
+            batch_shaping_loss(probs, self.prior_cdf, self.cfg.bas_normalisation)
+            if bas_weight > 0
+            else probs.new_zeros(())
+        )
         return {"batch_shaping": bas_weight * bas, "l0": l0_weight * probs.mean()}
 
 

@@ -15,7 +15,7 @@ torchvision's ResNet-50 (v1.5: stride on the 3×3), from `baselines`, whose para
 The gates are made binary with Improved SemHash (Kaiser & Bengio 2018), as tensor2tensor's
 `discretization.discrete_bottleneck(bottleneck_kind="semhash")` implements it:
 
-    training:  y = σ'(logits + n), n ~ N(0, σ²) truncated at ±2σ,  σ'(x) = clip(1.2·sigmoid(x) − 0.1, 0, 1)
+    training:  y = σ'(logits + n), n ~ N(0, σ²),  σ'(x) = clip(1.2·sigmoid(x) − 0.1, 0, 1)
                d = 1[y > 0.5], with the straight-through gradient of y
                each example uses d with probability 1/2, otherwise the soft y
     evaluation: d = 1[logits > 0]  (no noise, always binary, deterministic)
@@ -28,25 +28,39 @@ feeds conv2 (in ResNet-164's pre-activation units, the BN-ReLU that pre-activate
 last conv of a block is gated after its BN (ResNet-164: its raw output), before the residual addition,
 so the shortcut path is never gated.
 
-There is no official code. Not confirmed by any source reachable here, so these are config fields with
-defaults chosen here and listed in `bench_info["unconfirmed"]`:
-- the bottleneck width b (default 16 on CIFAR, the value ResNet-Wider's size estimate assumes; 256 on
-  ImageNet, where there are 22,656 gates);
+The authors released evaluation code and checkpoints for ResNet-20 and ResNet-56 on CIFAR-10
+(`google-research/google-research`, folder `gaternet/`: `backbone_resnet.py`, `gater_resnet.py`), but no
+training code. Taken from that code (defaults here):
+- the gated filters: the output filters of the *last* conv of every residual block, gated after its
+  BatchNorm and before the residual addition (`gated_convs="last"`): 336 gates for ResNet-20 and 1,008
+  for ResNet-56 (the code prints "Total number of gates needed");
+- the bottleneck width b = 8 for the ResNet-20 gater (`bottleneck_size=8`);
+- the noise: N(0, 1) added to the logits in training, not truncated; the saturating sigmoid; the step at
+  0.49999 with the straight-through gradient; half of the examples (a per-example coin) use the hard
+  gates in training, no ramp; hard gates at evaluation.
+Known differences kept on purpose: the official backbone and gater use 1×1-conv projection shortcuts;
+here the backbone is the He et al. ResNet (option A shortcuts) of `baselines`, identical to the plain
+ResNet it is compared with, and the gater's trunk is that same ResNet-20. The official code zeroes every
+Linear bias; here the gate logits start at `gate_bias_init` (see below).
+
+The paper's count for ResNet-164, 7,200 gates, matches no whole-conv set of the pre-activation
+bottleneck ResNet-164 (18 units per stage, widths 16/32/64, expansion 4): the last conv of every unit
+gives 8,064, every conv 12,096, all but the last 4,032, and no per-unit choice used in every stage gives
+7,200 (tests/test_gaternet.py lists the counts). `gated_convs` keeps `"all"` and `"inner"` as options.
+
+Not confirmed by any source reachable here, so these are config fields with defaults chosen here and
+listed in `bench_info["unconfirmed"]`:
 - the sparsity weight λ and how the L1 term is normalised (here λ · mean gate value, i.e. λ times the
-  fraction of open gates, so λ means the same on every backbone; default 0.1);
-- which filters are gated (default: every conv filter of every residual block, as the issue describes;
-  `gated_convs="inner"` gates all but the last conv of each block); the stem conv and the projection
-  shortcuts (ResNet-164, ResNet-50) are never gated;
-- the noise σ (default 1.0, tensor2tensor's `discrete_bottleneck` default; its `isemhash` uses 0.5) and
-  whether the hard share ramps up (tensor2tensor ramps it from ~0 to 1/2 over 2·startup_steps with
-  `inverse_exp_decay`; default here: no ramp, 1/2 from the first step, `hard_ramp` turns it on);
-- the gater's feature extractor on ImageNet (default: torchvision ResNet-18 without its classifier);
-- the FC layers have biases and no BatchNorm;
+  fraction of open gates, so λ means the same on every backbone; default 0.1); λ is the method's
+  sparsity knob (operating points: `gaternet_resnet20_sparse`);
+- the gater's feature extractor on ImageNet (default: torchvision ResNet-18 without its classifier,
+  b = 256);
 - the initial bias of the gate logits, 1.0: most gates start open (P = Φ(1) ≈ 0.84 for a hard gate
   under σ = 1 noise), so training starts near the plain backbone, while logit + noise stays mostly
   below ln 11 ≈ 2.4, where the saturating sigmoid is flat and passes no gradient. PyTorch's default
-  (≈ 0) closes half the filters at random from the first step, and a bias of 5 saturates every gate at
-  1 so that the gater never learns (docs/methods.md has the runs that showed both).
+  (≈ 0, and the official code's zeroed biases) closes half the filters at random from the first step,
+  and a bias of 5 saturates every gate at 1 so that the gater never learns (docs/methods.md has the
+  runs that showed both).
 
 How it sits in the ResNet: the gater runs first in the network's forward and hands each block's gate
 slot (`baselines.slots`) its slice of the gates; every block forward is then a plain `forward(x)`.
@@ -78,25 +92,21 @@ from baselines.slots import GatedNetwork
 from bench.gates import GateSite
 from bench.registry import register_model
 
-UNCONFIRMED = [
-    "b",
-    "sparsity_weight",
-    "l1_normalisation",
-    "gated_convs",
-    "noise_std",
-    "hard_ramp",
-    "gater_arch",
-]
+GATED_CONVS = ("last", "all", "inner")  # which convs of a residual block have their filters gated
+
+UNCONFIRMED = ["sparsity_weight", "l1_normalisation", "gater_arch", "gate_bias_init"]
 
 
 @dataclass(frozen=True)
 class GaterNetConfig:
-    b: int = 16  # bottleneck width of the gater's FC layers (the ImageNet builder: 256)
+    b: int = (
+        8  # bottleneck width of the gater's FC layers (official CIFAR code: 8; the ImageNet builder: 256)
+    )
     sparsity_weight: float = 0.1  # λ of the L1 loss on the gates (times the mean gate value)
     noise_std: float = 1.0  # σ of the SemHash noise (training only)
     hard_fraction: float = 0.5  # share of examples that use the binary gates in training
     hard_ramp: float = 0.0  # fraction of training over which the hard share ramps up (0 = none)
-    gated_convs: str = "all"  # "all" convs of every residual block, or "inner" (all but the last)
+    gated_convs: str = "last"  # "last" conv of every residual block (official code), "all", or "inner"
     gater_arch: str = "resnet20"  # the gater's feature extractor: "resnet20" (CIFAR) or "resnet18"
     gate_bias_init: float = 1.0  # initial bias of the gate logits (see the module docstring)
 
@@ -127,11 +137,7 @@ class ImprovedSemHash(nn.Module):
         if not self.training:
             self.last_hard_rows = None
             return (logits > 0).to(logits.dtype)
-        noise = torch.zeros_like(logits)
-        if self.noise_std > 0:
-            sigma = self.noise_std
-            nn.init.trunc_normal_(noise, mean=0.0, std=sigma, a=-2 * sigma, b=2 * sigma)
-        soft = saturating_sigmoid(logits + noise)
+        soft = saturating_sigmoid(logits + self.noise_std * torch.randn_like(logits))
         hard = (soft > 0.5).to(soft.dtype)
         hard = hard + (soft - soft.detach())  # straight-through: forward d (exactly), gradient of y
         rows = torch.rand(logits.shape[0], 1, device=logits.device) < self.hard_probability()
@@ -169,12 +175,9 @@ class GaterSlice(nn.Module):
     def __init__(self, block: nn.Module, gated: str):
         super().__init__()
         order = block.convs
-        if gated == "all":
-            convs = order
-        elif gated == "inner":
-            convs = order[:-1]
-        else:
-            raise ValueError(f"gated_convs must be 'all' or 'inner', not {gated!r}")
+        if gated not in GATED_CONVS:
+            raise ValueError(f"gated_convs must be one of {', '.join(GATED_CONVS)}, not {gated!r}")
+        convs = {"last": order[-1:], "all": order, "inner": order[:-1]}[gated]
         self.convs = convs
         self.widths = [getattr(block, name).out_channels for name in convs]
         self.num_gates = sum(self.widths)

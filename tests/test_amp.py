@@ -25,7 +25,10 @@ def _train_watching_conv(cfg):
     return result, model, seen
 
 
-def test_bf16_autocast_on_cpu_trains_in_bf16_and_records_it():
+def test_bf16_autocast_on_cpu_trains_in_bf16_and_records_it(monkeypatch):
+    monkeypatch.setattr(
+        "bench.engine.train.cpu_has_native_bf16", lambda: True
+    )  # bf16 works, if slowly, anywhere
     result, model, seen = _train_watching_conv(dataclasses.replace(FAST, amp=True))
     assert seen["out_dtype"] == torch.bfloat16 and result.runtime["amp_dtype"] == "bfloat16"
     assert model[0].weight.dtype == torch.float32  # master weights stay fp32
@@ -41,7 +44,10 @@ def test_amp_off_is_fp32_and_channels_last_reaches_the_convolutions():
 
 def test_amp_dtype_choice(monkeypatch):
     on = TrainConfig(amp=True)
+    monkeypatch.setattr("bench.engine.train.cpu_has_native_bf16", lambda: True)  # AVX-512 BF16 or AMX
     assert amp_dtype(TrainConfig(), "cuda") is None and amp_dtype(on, "cpu") == torch.bfloat16
+    monkeypatch.setattr("bench.engine.train.cpu_has_native_bf16", lambda: False)  # emulated: float32
+    assert amp_dtype(on, "cpu") is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert amp_dtype(on, "cuda:0") == torch.float16  # V100-class GPUs: fp16 with a gradient scaler
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

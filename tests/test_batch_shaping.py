@@ -81,7 +81,9 @@ def test_batch_shaping_loss_is_the_per_gate_cramer_von_mises_distance():
     # uniform prior, F(x) = x: the numbers can be checked by hand
     uniform = BetaCDF(1.0, 1.0)
     expected = sum(cramer_von_mises(c, lambda v: v) for c in columns) / len(columns)
-    assert batch_shaping_loss(probs.float(), uniform).item() == pytest.approx(expected, abs=1e-7)
+    assert batch_shaping_loss(probs.float(), uniform, "batch_mean").item() == pytest.approx(
+        expected, abs=1e-7
+    )
     # the first column alone: sorted 0.05, 0.2, 0.6, 0.7, 0.9 against 1/6 .. 5/6
     by_hand = (
         (1 / 6 - 0.05) ** 2
@@ -90,14 +92,22 @@ def test_batch_shaping_loss_is_the_per_gate_cramer_von_mises_distance():
         + (4 / 6 - 0.7) ** 2
         + (5 / 6 - 0.9) ** 2
     ) / 5
-    assert batch_shaping_loss(probs[:, :1].float(), uniform).item() == pytest.approx(by_hand, abs=1e-7)
+    assert batch_shaping_loss(probs[:, :1].float(), uniform, "batch_mean").item() == pytest.approx(
+        by_hand, abs=1e-7
+    )
     # the default Beta(0.6, 0.4) prior, its CDF by numerical integration
     expected = sum(cramer_von_mises(c, lambda v: quadrature_cdf(v, 0.6, 0.4)) for c in columns) / len(columns)
-    assert batch_shaping_loss(probs.float(), BetaCDF(0.6, 0.4)).item() == pytest.approx(expected, abs=1e-6)
+    assert batch_shaping_loss(probs.float(), BetaCDF(0.6, 0.4), "batch_mean").item() == pytest.approx(
+        expected, abs=1e-6
+    )
     # one distribution per gate: shuffling each column on its own leaves the loss unchanged
     shuffled = torch.stack([c[torch.randperm(5)] for c in probs.T], dim=1)
     assert batch_shaping_loss(shuffled.float(), uniform).item() == pytest.approx(
         batch_shaping_loss(probs.float(), uniform).item(), abs=1e-7
+    )
+    # the default normalisation sums over the batch: N times the released gbas_loss's mean
+    assert batch_shaping_loss(probs.float(), uniform).item() == pytest.approx(
+        5 * batch_shaping_loss(probs.float(), uniform, "batch_mean").item(), abs=1e-6
     )
 
 

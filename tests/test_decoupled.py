@@ -174,9 +174,9 @@ def test_resnet20_variants_add_the_input_norm_convolution_to_the_macs():
                 lambda mod, inp, out, name=name: shapes.__setitem__(name, (mod, out.shape))
             )
     model.eval()(torch.zeros(1, 3, 32, 32))
-    # conv(x², ones) per decoupled layer: k²·C_in·H_out·W_out
-    extra = sum(9 * mod.in_channels * shape[2] * shape[3] for mod, shape in shapes.values())
-    assert extra == 1_520_640
+    # ‖x‖: x² summed over the channels, then conv(·, ones[1, 1, 3, 3]) per decoupled layer: k²·H_out·W_out
+    extra = sum(9 * shape[2] * shape[3] for mod, shape in shapes.values())
+    assert extra == 9 * (7 * 32 * 32 + 6 * 16 * 16 + 6 * 8 * 8)
     assert static_macs(model, (3, 32, 32)) == static_macs(plain, (3, 32, 32)) + extra
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert params(model) == params(plain) + 16 * 7 + 32 * 6 + 64 * 6  # one radius per filter

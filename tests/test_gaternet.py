@@ -15,6 +15,7 @@ from methods.gaternet import ImprovedSemHash, saturating_sigmoid
 from tests.helpers import assert_penalty_closes_gates
 
 RESNET20_FILTERS = 3 * 2 * (16 + 32 + 64)  # every conv filter of the 9 residual blocks
+RESNET20_LAST = 3 * (16 + 32 + 64)  # the last conv of each block: the official code's 336 gates
 
 
 def small_gaternet(**kwargs) -> nn.Module:
@@ -92,7 +93,8 @@ def test_model_gates_are_binary_and_deterministic_at_evaluation():
 
 
 @pytest.mark.parametrize(
-    "gated_convs, expected", [("all", RESNET20_FILTERS), ("inner", RESNET20_FILTERS // 2)]
+    "gated_convs, expected",
+    [("last", RESNET20_LAST), ("all", RESNET20_FILTERS), ("inner", RESNET20_FILTERS // 2)],
 )
 def test_gate_sites_name_real_convs_with_matching_channels(gated_convs, expected):
     model = small_gaternet(gated_convs=gated_convs).eval()
@@ -123,7 +125,7 @@ def test_gate_sites_name_real_convs_with_matching_channels(gated_convs, expected
 )
 def test_bottleneck_gate_sites_cover_every_residual_conv(name, shape, num_gates):
     torch.manual_seed(0)
-    model = create_model(name, num_classes=10).eval()
+    model = create_model(name, num_classes=10, gated_convs="all").eval()
     modules = dict(model.named_modules())
     with torch.no_grad():
         model(torch.randn(1, *shape))
@@ -173,7 +175,7 @@ def test_all_gates_open_equals_the_plain_backbone(name, baseline, shape):
 
 
 def test_closed_gates_zero_the_filters():
-    model = small_gaternet().eval()
+    model = small_gaternet(gated_convs="all").eval()
     with torch.no_grad():
         model.gater.fc2.weight.zero_()
         model.gater.fc2.bias.fill_(-10.0)  # every gate closed: each block is its shortcut
@@ -186,7 +188,7 @@ def test_closed_gates_zero_the_filters():
 def test_sizes_and_macs():
     model = small_gaternet()
     backbone = create_model("resnet20", num_classes=10, in_chans=1)
-    c, b = RESNET20_FILTERS, model.cfg.b
+    c, b = RESNET20_LAST, model.cfg.b
     n_params = sum(p.numel() for p in model.parameters())
     n_gater = sum(p.numel() for p in model.gater.parameters())
     assert n_params - n_gater == sum(p.numel() for p in backbone.parameters())
@@ -201,8 +203,15 @@ def test_sizes_and_macs():
 @pytest.mark.parametrize(
     "name, backbone_params, trunk_params, feature_dim, b, c",
     [
-        ("gaternet_resnet164", 1_703_258, 269_072, 64, 16, 18 * (96 + 192 + 384)),
-        ("gaternet_resnet50", 25_557_032, 11_689_512 - 513_000, 512, 256, 22_656),  # ResNet-18 without fc
+        ("gaternet_resnet164", 1_703_258, 269_072, 64, 8, 18 * (64 + 128 + 256)),
+        (
+            "gaternet_resnet50",
+            25_557_032,
+            11_689_512 - 513_000,
+            512,
+            256,
+            3 * 256 + 4 * 512 + 6 * 1024 + 3 * 2048,
+        ),
     ],
 )
 def test_bottleneck_backbone_sizes(name, backbone_params, trunk_params, feature_dim, b, c):
@@ -230,8 +239,10 @@ def test_l1_loss_is_weighted_mean_gate_and_reaches_the_gater():
 
 def test_bench_info_lists_unconfirmed_choices():
     info = create_model("gaternet_resnet56", num_classes=10).bench_info
-    assert info["config"]["b"] == 16 and info["num_gates"] == 9 * 2 * (16 + 32 + 64)
-    assert {"b", "sparsity_weight", "gated_convs"} <= set(info["unconfirmed"])
+    assert info["config"]["b"] == 8 and info["num_gates"] == 9 * (16 + 32 + 64) == 1008  # official code
+    assert info["config"]["gated_convs"] == "last" and info["config"]["noise_std"] == 1.0
+    assert {"sparsity_weight", "gate_bias_init"} <= set(info["unconfirmed"])
+    assert not {"b", "gated_convs", "noise_std"} & set(info["unconfirmed"])
     info = create_model("gaternet_resnet50", num_classes=10).bench_info
     assert info["config"]["gater_arch"] == "resnet18" and info["config"]["b"] == 256
     assert info["layout"] == "v1.5" and create_model("gaternet_resnet164", 10).bench_info["layout"] == "v1"
@@ -240,7 +251,7 @@ def test_bench_info_lists_unconfirmed_choices():
 def test_executed_macs_from_the_recorded_gates():
     from bench.measure import executed_macs
 
-    model = small_gaternet().eval()
+    model = small_gaternet(gated_convs="all").eval()
     x = torch.randn(2, 1, 28, 28)
     static = static_macs(model, (1, 28, 28))
     force_open(model)
@@ -252,6 +263,13 @@ def test_executed_macs_from_the_recorded_gates():
     counted = module_macs(model, x[:1])
     always = counted.exclusive["conv1"] + counted.exclusive["fc"] + gate_network_macs(model, counted)
     assert executed_macs(model, x).tolist() == [always, always]
+    last = small_gaternet().eval()  # the official set: a closed gate skips only its filter of the last conv
+    with torch.no_grad():
+        last.gater.fc2.weight.zero_()
+        last.gater.fc2.bias.fill_(-10.0)
+    counted = module_macs(last, x[:1])
+    conv2s = sum(v for k, v in counted.exclusive.items() if k.startswith("layer") and k.endswith("conv2"))
+    assert executed_macs(last, x).tolist() == [counted.total - conv2s] * 2
 
 
 def test_gates_start_mostly_open_and_off_the_saturated_ends():
@@ -259,7 +277,8 @@ def test_gates_start_mostly_open_and_off_the_saturated_ends():
     assert bool((model.gater.fc2.bias == 1.0).all())
     with torch.no_grad():
         model.eval()(torch.randn(8, 1, 28, 28))
-    assert float(torch.cat([g for _, g in collect(model).values()], dim=1).mean()) > 0.8
+    # b = 8 inputs to fc2 spread the logits around the bias of 1: about three gates in four start open
+    assert float(torch.cat([g for _, g in collect(model).values()], dim=1).mean()) > 0.7
 
 
 def gaternet_with_sparsity_weight(sparsity_weight: float) -> nn.Module:
@@ -268,3 +287,22 @@ def gaternet_with_sparsity_weight(sparsity_weight: float) -> nn.Module:
 
 def test_larger_sparsity_weight_leaves_fewer_gates_open():
     assert_penalty_closes_gates(gaternet_with_sparsity_weight, weak=0.0, strong=5.0, margin=0.1)
+
+
+def test_no_whole_conv_set_of_resnet164_gives_the_papers_7200_gates():
+    """The paper's 7,200 gates for ResNet-164, against every set of whole convs chosen the same way in
+    every unit: none gives 7,200 (only sets that skip stage 2 do). The three named sets, built."""
+    import itertools
+
+    widths = {"conv1": 1, "conv2": 1, "conv3": 4}  # × the stage's width 16 / 32 / 64; 18 units a stage
+    counts = {
+        convs: 18 * sum(widths[c] for c in convs) * (16 + 32 + 64)
+        for r in (1, 2, 3)
+        for convs in itertools.combinations(widths, r)
+    }
+    assert 7200 not in counts.values()
+    built = {
+        g: create_model("gaternet_resnet164", 10, gated_convs=g).bench_info["num_gates"]
+        for g in ("last", "all", "inner")
+    }
+    assert built == {"last": 8064, "all": 12096, "inner": 4032}

@@ -20,7 +20,10 @@ from bench import registry
 
 GOLDEN = Path(__file__).with_name("golden") / "models.json"
 SEED, INPUT_SEED = 0, 123
-RTOL, ATOL = 1e-5, 1e-6  # outputs: float32 on CPU, same code path; allows only reassociation noise
+# outputs: float32 on the CPU, one thread. oneDNN picks its kernels by CPU (AVX2, AVX-512, AMX), and their
+# summation orders differ by up to ~5e-4 relative on deep nets at init; a change of construction, init or
+# forward moves the outputs by far more (the seeded-init checksum is compared exactly)
+RTOL, ATOL = 2e-3, 1e-4
 
 
 def _is_imagenet_sized(name: str) -> bool:

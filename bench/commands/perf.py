@@ -328,6 +328,71 @@ def bench_train(
     }
 
 
+def bench_precision(
+    models: list[str],
+    *,
+    suite: str = "fashion",
+    dataset: str | None = None,
+    data_root: str | None = None,
+    steps: int = 30,
+    repeats: int = 3,
+    threads: int | None = None,
+    log=print,
+) -> dict:
+    """Per model, the suite's training loop (`bench.engine.train.train`) in float32 NCHW against bf16
+    autocast + channels_last, alternated `repeats` times in one process: the speed-up a suite gets from
+    `amp = true, channels_last = true` on this machine."""
+    from bench.data import load_dataset
+    from bench.engine.config import load_suite
+    from bench.engine.train import amp_dtype, seed_everything
+
+    spec = load_suite(suite)
+    modes = {"fp32": {"amp": False, "channels_last": False}, "bf16_cl": {"amp": True, "channels_last": True}}
+    if amp_dtype(dataclasses.replace(spec.train, amp=True), "cpu") is None:
+        raise ValueError(
+            "this CPU has no native bf16 (AVX-512 BF16 or AMX): there is no bf16 speed-up to measure"
+        )
+    per_model = {}
+    with _threads(threads), tempfile.TemporaryDirectory() as work:
+        for model_name in models:
+            base = spec.train_config(model_name)
+            base = dataclasses.replace(base, epochs=1, train_size=steps * base.batch_size)
+            data = load_dataset(dataset or spec.datasets[0], data_root).subset(base.train_size)
+            args = spec.model_args.get(model_name, {})
+            speeds: dict[str, list[float]] = {mode: [] for mode in modes}
+            for r in range(repeats + 1):  # the first round warms the allocator and kernels, untimed
+                for mode in modes if r % 2 == 0 else reversed(modes):
+                    seed_everything(0)
+                    model = registry.create_model(model_name, data.num_classes, data.in_chans, **args)
+                    cfg = dataclasses.replace(base, **modes[mode])
+                    _, loop = _harness_train(model, data, cfg, 0, Path(work) / f"{model_name}-{mode}-{r}")
+                    if r:
+                        speeds[mode].append(loop)
+            ratios = [b / f for b, f in zip(speeds["bf16_cl"], speeds["fp32"], strict=True)]
+            per_model[model_name] = {
+                "fp32_images_per_s": speeds["fp32"],
+                "bf16_cl_images_per_s": speeds["bf16_cl"],
+                "speedup_per_repeat": ratios,
+                "speedup_median": statistics.median(ratios),
+            }
+            log(
+                f"  {model_name}: fp32 {statistics.median(speeds['fp32']):.0f} img/s, bf16 + channels_last "
+                f"{statistics.median(speeds['bf16_cl']):.0f} img/s, speed-up ×{statistics.median(ratios):.2f}"
+            )
+        n_threads = torch.get_num_threads()
+    return {
+        "benchmark": "train-precision",
+        "suite": spec.name,
+        "models": per_model,
+        "steps": steps,
+        "batch_size": base.batch_size,
+        "repeats": repeats,
+        "num_threads": n_threads,
+        "timed": "images/s of the harness's training loop (train_images_per_s), after one untimed round",
+        **_context("cpu"),
+    }
+
+
 # --- sparse gated inference ------------------------------------------------------------------------
 
 
@@ -656,8 +721,13 @@ def add_parser(sub) -> None:
     q = perf.add_parser(
         "train", parents=[common], help="harness training loop vs a bare PyTorch loop (img/s)"
     )
-    q.add_argument("model")
+    q.add_argument("model", nargs="+", help="one model; several with --precision")
     q.add_argument("--suite", default="quick", help="whose training config to use (default: %(default)s)")
+    q.add_argument(
+        "--precision",
+        action="store_true",
+        help="per model, the harness in float32 against bf16 autocast + channels_last (the speed-up)",
+    )
     q.add_argument("--dataset", help="default: the suite's first dataset")
     q.add_argument("--data-root")
     q.add_argument("--steps", type=int, default=30, help="training steps per measurement (default: 30)")
@@ -703,7 +773,18 @@ def cmd_perf(args: argparse.Namespace) -> None:
         f"malloc tuned: {malloc_tuned()}, load {os.getloadavg()[0]:.2f}",
         flush=True,
     )
-    if kind == "train":
+    if kind == "train" and args.precision:
+        options = ("suite", "dataset", "data_root", "steps", "repeats", "threads")
+        r = bench_precision(args.model, **{k: getattr(args, k) for k in options})
+        models = "-".join(args.model) if len(args.model) <= 3 else f"{len(args.model)}models"
+        name = f"precision-{r['suite']}-{models}"
+    elif kind == "train":
+        if len(args.model) > 1:
+            raise ValueError(
+                "bench perf train compares the harness with a bare loop for one model; "
+                "several models go with --precision"
+            )
+        args.model = args.model[0]
         options = (
             "suite",
             "dataset",

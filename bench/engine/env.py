@@ -36,6 +36,18 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX). Without it, bf16 autocast on the CPU
+    is emulated and slower than float32, so CPU training runs in float32 there (the record says which)."""
+    try:
+        flags = next(
+            (line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), ""
+        ).split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def require_device(device: str) -> None:
     """A CUDA run asked for where torch sees no GPU fails before any work, naming the fix."""
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():

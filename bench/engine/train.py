@@ -43,6 +43,7 @@ from bench.engine.distributed import (
     syncs_batchnorm,
     world,
 )
+from bench.engine.env import cpu_has_native_bf16
 from bench.engine.tasks import CLASSIFICATION, Task
 
 LOG_EVERY = 20
@@ -107,12 +108,13 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
 
 
 def amp_dtype(cfg: TrainConfig, device: str) -> torch.dtype | None:
-    """The autocast dtype: bf16 where the device has it (CPU, Ampere and later), else fp16 (+ scaler)."""
+    """The autocast dtype: bf16 where the device has it natively (Ampere and later; CPUs with AVX-512 BF16
+    or AMX), else fp16 with a gradient scaler on a GPU, and no autocast (float32) on a CPU."""
     if not cfg.amp:
         return None
     if torch.device(device).type == "cuda":  # emulated bf16 (V100, T4) is slow: fp16 + GradScaler there
         return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-    return torch.bfloat16
+    return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
 CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs for deterministic results (CUDA >= 10.2)
