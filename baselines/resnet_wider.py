@@ -9,11 +9,13 @@ the widest width w₀, ≈1 % for ResNet-56-wider) and the count reached can mis
 `bench_info` records the target, where it came from, the count reached, the multiplier and the widths.
 
 Not confirmed by the paper (which is not readable here): its multipliers, and the exact target. The
-default target is an estimate of GaterNet's size on the same backbone: the backbone's own parameters plus a gater made of a ResNet-20 trunk without classifier (269,072
-parameters) and two FC layers with bias, 64 → b → c_gated, with b = 16 and c_gated = every conv filter
-of the backbone (stem, residual branches and projection shortcuts). For ResNet-20 at 10 classes this is
-269,722 + 281,808 = 551,530. A suite that has measured the GaterNet model it compares against should pass
-that count as `target_params`.
+default target is GaterNet's size on the same backbone, as `methods.gaternet` builds it with its defaults
+(those of the authors' released code): the backbone's own parameters plus a gater made of a ResNet-20
+trunk without classifier (269,072 parameters) and two FC layers with bias, 64 → b → c_gated, with b = 8
+and c_gated = the output filters of the last conv of every residual block. For ResNet-20 at 10 classes
+this is 269,722 + 272,616 = 542,338, the parameter count of `gaternet_resnet20`, and so for every CIFAR
+base, class count and input-channel count (tests/test_resnet_wider.py checks they agree). ImageNet bases
+take `target_params`.
 """
 
 from __future__ import annotations
@@ -30,17 +32,20 @@ from baselines.resnet_imagenet import ARCHS, TORCHVISION_WIDTHS, ImageNetResNet,
 from bench.registry import register_model
 
 CIFAR_WIDTHS = (16, 32, 64)
-GATER_TRUNK_PARAMS = 269_072  # CIFAR ResNet-20 without its classifier, 3 input channels
-GATER_BOTTLENECK = 16  # b [unconfirmed]
+GATER_TRUNK_PARAMS = (
+    269_072  # CIFAR ResNet-20 without its classifier, 3 input channels (its 3×3 stem: 16·9 a channel)
+)
+GATER_BOTTLENECK = 8  # b of the official code
 
 
-def gaternet_gater_params(gated_filters: int, b: int = GATER_BOTTLENECK) -> int:
-    """Estimated parameters of a GaterNet gater: ResNet-20 trunk + FC(64, b) + FC(b, gated_filters)."""
-    return GATER_TRUNK_PARAMS + (64 + 1) * b + (b + 1) * gated_filters
+def gaternet_gater_params(gated_filters: int, b: int = GATER_BOTTLENECK, in_chans: int = 3) -> int:
+    """Parameters of a GaterNet gater: ResNet-20 trunk + FC(64, b) + FC(b, gated_filters)."""
+    return GATER_TRUNK_PARAMS - (3 - in_chans) * 16 * 9 + (64 + 1) * b + (b + 1) * gated_filters
 
 
-def conv_filters(model: nn.Module) -> int:
-    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+def gated_filters(model: nn.Module) -> int:
+    """The filters GaterNet gates by default: those of the last conv of every residual block."""
+    return sum(getattr(m, m.convs[-1]).out_channels for m in model.modules() if hasattr(m, "convs"))
 
 
 def n_params(model: nn.Module) -> int:
@@ -122,7 +127,7 @@ def wider_resnet(
             )
         with torch.device("meta"):
             backbone = make(base_widths)
-        gater = gaternet_gater_params(conv_filters(backbone))
+        gater = gaternet_gater_params(gated_filters(backbone), in_chans=in_chans)
         target_params, source = n_params(backbone) + gater, f"GaterNet estimate: backbone + gater ({gater:,})"
     else:
         source = "given"

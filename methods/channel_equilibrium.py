@@ -16,8 +16,9 @@ can both be run. Where we follow the official code instead of the paper text (th
 could not be read here, so every statement about the paper below is unconfirmed):
 
 - `combine="mix"`: the two branches are combined as out = s·BD(x) + (1 − s)·IR(x) with s = sigmoid of a
-  learned scalar that starts at 0 (0.5 / 0.5), as the code does. The paper presents CE as BD and IR
-  applied one after the other (`combine="product"`: IR weights from x applied to BD(x)).
+  learned scalar that starts at 0 (0.5 / 0.5), as the official code does. How the paper's equations
+  combine the branches is unconfirmed here; `combine="product"` (IR weights from x applied to BD(x),
+  the branches in sequence) is an alternative reading kept as an option, not the paper's confirmed form.
 - `trace_rescale=False`: the code whitens with P_T ≈ Σ_N^{-1/2} and does not rescale by tr(Σ)^{-1/2}
   (IterNorm does), so the BD output has covariance ≈ tr(Σ)·I, not I.
 - `center=False`: the code applies the whitening matrix to the uncentred x (it tracks the mean but never
@@ -112,8 +113,9 @@ class CEConfig:
             raise ValueError("CEConfig: T must be >= 0 and group sizes and reduction >= 1")
 
 
-# The textbook whitening reading of the paper's BD (ZCA on centred x, unit covariance) with BD and IR
-# applied in sequence. Our reading only: the paper's equations are unconfirmed here.
+# A textbook whitening reading of BD (ZCA on centred x, unit covariance) with BD and IR applied in
+# sequence: our alternative reading, not the official code's form (the defaults) and not confirmed as
+# the paper's (its equations are unconfirmed here).
 PAPER_READING = {"combine": "product", "center": True, "trace_rescale": True}
 
 

@@ -244,6 +244,12 @@ def aig_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> AIGCifar
 
 
 @register_model
+def aig_resnet20_sparse(num_classes: int = 10, in_chans: int = 3, **kwargs) -> AIGCifarResNet:
+    """aig_resnet20 at a sparser operating point: target rate 0.4 (the official CIFAR default: 0.6)."""
+    return AIGCifarResNet(3, num_classes, in_chans, **{"target": 0.4, **kwargs})
+
+
+@register_model
 def aig_resnet56(num_classes: int = 10, in_chans: int = 3, **kwargs) -> AIGCifarResNet:
     """ConvNet-AIG on the CIFAR ResNet-56 (option-B shortcuts), target 0.6, lossfact 2."""
     return AIGCifarResNet(9, num_classes, in_chans, **kwargs)

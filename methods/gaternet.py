@@ -306,6 +306,15 @@ def gaternet_resnet20(num_classes: int = 10, in_chans: int = 3, **kwargs) -> Gat
     return gaternet_cifar(20, num_classes, in_chans, **kwargs)
 
 
+SPARSE_POINT = {"sparsity_weight": 2.0}  # the second operating point of the accuracy-MACs curve
+
+
+@register_model
+def gaternet_resnet20_sparse(num_classes: int = 10, in_chans: int = 3, **kwargs) -> GaterNetCifar:
+    """gaternet_resnet20 at a sparser operating point: L1 weight λ = 2 (the default: 0.1)."""
+    return gaternet_cifar(20, num_classes, in_chans, **{**SPARSE_POINT, **kwargs})
+
+
 @register_model
 def gaternet_resnet56(num_classes: int = 10, in_chans: int = 3, **kwargs) -> GaterNetCifar:
     """GaterNet with a CIFAR ResNet-56 backbone and a ResNet-20 gater."""

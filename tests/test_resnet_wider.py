@@ -5,7 +5,7 @@ import torch
 
 from baselines.resnet_wider import (
     base_network,
-    conv_filters,
+    gated_filters,
     gaternet_gater_params,
     n_params,
     scaled_widths,
@@ -14,24 +14,30 @@ from baselines.resnet_wider import (
 from bench.registry import create_model, list_models
 
 
-def test_gater_estimate_is_the_reference_formula():
-    # baselines.resnet_wider: 269,072 + 65·b + c·(b+1); ResNet-20 has 688 conv filters, b = 16
-    assert conv_filters(create_model("resnet20", num_classes=10)) == 688
-    assert gaternet_gater_params(688) == 281_808
-    assert gaternet_gater_params(688, b=64) == 269_072 + 65 * 64 + 688 * 65
+def test_gater_estimate_is_the_reference_formula_and_the_built_gaternet():
+    # baselines.resnet_wider: 269,072 + 65·b + c·(b+1); ResNet-20's blocks end in 336 filters, b = 8
+    assert gated_filters(create_model("resnet20", num_classes=10)) == 336
+    assert gaternet_gater_params(336) == 272_616
+    assert gaternet_gater_params(336, b=64) == 269_072 + 65 * 64 + 336 * 65
+    for depth, classes, chans in [(20, 10, 3), (20, 10, 1), (56, 100, 3), (110, 10, 3), (164, 100, 3)]:
+        with torch.device("meta"):
+            wider = create_model(f"resnet{depth}_wider", classes, chans).bench_info["target_params"]
+            gaternet = n_params(create_model(f"gaternet_resnet{depth}", classes, chans))
+        assert wider == gaternet, (depth, classes, chans)
 
 
 def test_resnet20_wider_default_target_and_bench_info():
     model = create_model("resnet20_wider", num_classes=10)
     info = model.bench_info
-    assert info["target_params"] == 269_722 + 281_808 == 551_530
+    assert info["target_params"] == 269_722 + 272_616 == 542_338
     assert info["params"] == n_params(model)
-    assert info["params"] == pytest.approx(551_530, rel=0.01)
-    assert info["widths"] == [23, 46, 92] and round(64 * info["width_multiplier"]) == 92
+    assert info["params"] == pytest.approx(542_338, rel=0.01)
+    m = info["width_multiplier"]
+    assert info["widths"] == [round(16 * m), round(32 * m), round(64 * m)]
     assert [model.conv1.out_channels, model.layer2[0].conv1.out_channels, model.fc.in_features] == [
-        23,
-        46,
-        92,
+        info["widths"][0],
+        info["widths"][1],
+        info["widths"][2],
     ]
     assert info["target_source"].startswith("GaterNet estimate")
 
