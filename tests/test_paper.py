@@ -229,3 +229,40 @@ def test_fractions_from_logs_become_percent():
     assert log.stated() == "top-1 accuracy 0.6864" and log.shown
     with pytest.raises(ValidationError, match="fraction"):
         log.model_validate({**log.model_dump(), "metric": "top5", "value": 88.87})
+
+
+PUBLIC = """
+title = "A public table"
+suites = ["fashion"]
+source = "https://example.org/readme"
+note = "self-reported"
+
+[[result]]
+network = "Net | <script>x</script> [click](javascript:alert(1))"
+dataset = "fashion_mnist"
+top1_pct = 95.5
+reported_by = "someone"
+code = "javascript:alert(1)"
+quote = "| Net | 0.955 |"
+"""
+
+
+def test_public_results_are_shown_apart_escaped_and_only_on_their_suites(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    (store.reference).mkdir(parents=True)
+    (store.reference / "public.toml").write_text(PUBLIC)
+    out = tmp_path / "leaderboard"
+    write_leaderboard(store, out)
+    fashion, quick = (out / "fashion.md").read_text(), (out / "quick.md").read_text()
+    section = fashion[fashion.index("### Public results on fashion_mnist") :]
+    assert "(not ours)" in section and "95.5" in section
+    assert "<script>" not in section and "javascript:" not in section.lower()
+    assert "Public results" not in quick
+    (store.reference / "public.toml").write_text(PUBLIC.replace("top1_pct = 95.5", "top1_pct = 955"))
+    with pytest.raises(StoreError, match="public.toml is not a valid public-results file"):
+        write_leaderboard(store, out)
+
+
+def test_the_committed_public_results_validate():
+    files = ResultStore("results").public_results()
+    assert files and all(f.results and f.suites for f in files)

@@ -37,7 +37,7 @@ from bench.report.tables import (
     safe_name,
 )
 from bench.store.results import ResultStore, digest_of, write_text_atomic
-from bench.store.schema import METRIC_LABELS, TASK_METRICS, PaperReference, Record
+from bench.store.schema import METRIC_LABELS, TASK_METRICS, PaperReference, PublicResultsFile, Record
 
 NOT_RUN = "not yet run"
 ROWS = ("measured", "submitted")  # verified records are re-runs: they mark rows, they are not rows
@@ -363,10 +363,46 @@ def page_name(suite: str) -> str:
     return f"{safe_name(suite)}.md"
 
 
+def public_results_markdown(dataset: str, public: list[PublicResultsFile]) -> list[str]:
+    """The public results listed for `dataset` (`results/reference/`), as their own table below ours:
+    other networks, other recipes, self-reported; a reader compares, the page does not rank them."""
+    lines = []
+    for source in public:
+        rows = [
+            {
+                "Network (as listed)": r.network,
+                "Preprocessing": r.preprocessing,
+                "Top-1 (%)": r.top1_pct,
+                "Reported by": r.reported_by,
+                "Code": markdown_link("code", r.code) if r.code else NONE,
+            }
+            for r in sorted(source.results, key=lambda r: -r.top1_pct)
+            if r.dataset == dataset
+        ]
+        if rows:
+            lines += [
+                "",
+                f"### Public results on {escape_cell(dataset)}: {escape_cell(source.title)} (not ours)",
+                "",
+                f"Other networks and recipes, as {markdown_link('the source', source.source)} lists them; "
+                f"not run here. {escape_cell(source.note)}",
+                "",
+                markdown_table(rows, {"Top-1 (%)": "{:.1f}"}),
+            ]
+    return lines
+
+
 def suite_markdown(
-    suite: str, records: list[Record], version: int, digest: str, declared: Suite | None, refs: References
+    suite: str,
+    records: list[Record],
+    version: int,
+    digest: str,
+    declared: Suite | None,
+    refs: References,
+    public: list[PublicResultsFile] = (),
 ) -> tuple[str, list[DatasetTable]]:
-    """The page of one suite and its tables (whose points the figures are drawn from)."""
+    """The page of one suite and its tables (whose points the figures are drawn from); `public`: the
+    public benchmarks' results shown below each dataset's table."""
     models, model_args, datasets = (
         (declared.models, declared.model_args, declared.datasets) if declared else ([], {}, [])
     )
@@ -408,6 +444,7 @@ def suite_markdown(
         if table.points:
             alt = f"{cols.header.removesuffix(' (%)')} against MACs on {dataset}"
             lines += ["", local_link(alt, plot_name(suite, dataset), image=True)]
+        lines += public_results_markdown(dataset, public)
     if refs.used:
         lines += [
             "",
@@ -698,7 +735,15 @@ def write_leaderboard(
     for name in [suite] if suite else suites:
         recs = [r for r in records if r.suite == name]
         digest = digest_of([line for line in lines if line.path == store.path(name)])
-        text, tables = suite_markdown(name, recs, version, digest, suites[name], References(shown))
+        text, tables = suite_markdown(
+            name,
+            recs,
+            version,
+            digest,
+            suites[name],
+            References(shown),
+            [f for f in store.public_results() if name in f.suites],
+        )
         for table in tables:
             if table.points:
                 cols = columns_of(table.dataset)

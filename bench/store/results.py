@@ -38,7 +38,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from bench.store.limits import LimitError, check_limits
-from bench.store.schema import PaperFile, PaperReference, Record
+from bench.store.schema import PaperFile, PaperReference, PublicResultsFile, Record
 
 JOURNAL = ".batch"
 STORE_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*\.jsonl$")  # what a journal may name
@@ -76,6 +76,7 @@ class ResultStore:
         self.root = Path(root)
         self.runs = self.root / "runs"
         self.paper = self.root / "paper"
+        self.reference = self.root / "reference"
         self.skipped: list[str] = []  # lines the last read skipped, each named with the reason
 
     def path(self, suite: str) -> Path:
@@ -316,6 +317,16 @@ class ResultStore:
                 out[path.stem] = PaperFile.model_validate(tomllib.loads(path.read_text()))
             except (tomllib.TOMLDecodeError, ValidationError) as e:
                 raise StoreError(f"{path} is not a valid paper reference file: {e}") from None
+        return out
+
+    def public_results(self) -> list[PublicResultsFile]:
+        """`results/reference/*.toml`, validated: public benchmarks' results for networks not run here."""
+        out = []
+        for path in sorted(self.reference.glob("*.toml")):
+            try:
+                out.append(PublicResultsFile.model_validate(tomllib.loads(path.read_text())))
+            except (tomllib.TOMLDecodeError, ValidationError) as e:
+                raise StoreError(f"{path} is not a valid public-results file: {e}") from None
         return out
 
     def paper_references(self, confirmed_only: bool = True) -> list[tuple[str, PaperReference]]:

@@ -422,6 +422,29 @@ class PaperReference(_Strict):
         return f"{self.metric.split('_')[0].replace('top', 'top-')} {kind} {self.value}{unit}"
 
 
+class PublicResult(_Strict):
+    """One result a public benchmark lists for a network that is not ours (a reference row: shown apart
+    from our measured rows, never compared with them as if it were ours)."""
+
+    network: str = Field(min_length=1, max_length=200)  # as the source names it
+    dataset: str = Field(min_length=1)
+    top1_pct: float = Field(ge=0, le=100)  # converted from a fraction where the source gives one
+    preprocessing: str = Field(default="", max_length=300)
+    reported_by: str = Field(min_length=1, max_length=200)  # who submitted it to the source
+    code: str = ""  # the submitter's code, as the source links it
+    quote: str = Field(min_length=1, max_length=600)  # the table row the number is read from
+
+
+class PublicResultsFile(_Strict):
+    """`results/reference/<name>.toml`: a public benchmark's table of results, with its source."""
+
+    title: str = Field(min_length=1)
+    suites: list[str] = Field(min_length=1)  # the suites whose pages show it (comparable schedules only)
+    source: str = Field(min_length=1)  # the address of the table (a README at a commit)
+    note: str = ""  # what the source says of its numbers (e.g. "not tested by the maintainers")
+    results: list[PublicResult] = Field(alias="result", default=[])
+
+
 class PaperFile(_Strict):
     """`results/paper/<paper>.toml`: one paper, its numbers."""
 
