@@ -205,7 +205,8 @@ class InstanceReweight(nn.Module):
 
     def forward(self, x: Tensor, target: Tensor | None = None) -> Tensor:
         """Weights computed from x, applied to `target` (default x)."""
-        var = x.flatten(2).var(dim=-1)  # [N, C], spatial variance per sample and channel
+        # [N, C], spatial variance per sample and channel; in float32 under autocast, like the running scale
+        var = x.flatten(2).to(torch.promote_types(x.dtype, torch.float32)).var(dim=-1)
         y = torch.sigmoid(self.fc2(self.relu(self.norm(self.fc1(var)))))
         if self.training:
             scale = var.mean().sqrt()

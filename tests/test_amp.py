@@ -4,9 +4,11 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from bench.engine.config import TrainConfig
+from bench.engine.config import TrainConfig, load_suite
 from bench.engine.train import amp_dtype, seed_everything, train
+from bench.registry import create_model
 from tests.test_checkpoint import CFG, tiny_data, tiny_net
 
 FAST = dataclasses.replace(CFG, epochs=1, checkpoint_every_steps=0)
@@ -75,3 +77,20 @@ def test_new_fields_at_their_defaults_leave_earlier_config_hashes_unchanged():
         not in ("lr_scaling", "base_batch_size", "amp", "channels_last", "sync_bn", "checkpoint_every_steps")
     }
     assert config_hash({"model": "m", "train": train}) == config_hash({"model": "m", "train": before})
+
+
+@pytest.mark.parametrize("name", load_suite("fashion").models)
+def test_every_fashion_model_trains_a_step_in_bf16_channels_last(monkeypatch, name):
+    """The suites train in bf16 autocast + channels_last: every model's buffers, losses and statistics must
+    take bf16 activations (CE's running scale once met a bf16 value and failed)."""
+    monkeypatch.setattr("bench.engine.train.cpu_has_native_bf16", lambda: True)
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=4, in_chans=1).to(memory_format=torch.channels_last).train()
+    x = torch.randn(8, 1, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(model(x).float(), torch.arange(8) % 4)
+        aux = getattr(model, "aux_losses", lambda progress: {})(0.6)
+        loss = loss + sum(v.float() for v in aux.values())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
