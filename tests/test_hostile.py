@@ -26,6 +26,9 @@ from tests.test_submit import CODE, quick_body, snapshot, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "results" / "runs" / "quick.jsonl"
+_COMMITTED_LINES = COMMITTED.read_bytes().splitlines()
+NEXT_VERSION = max(json.loads(line)["store_version"] for line in _COMMITTED_LINES) + 1  # of the next append
+NEXT_LINE = len(_COMMITTED_LINES) + 1  # the line number the next record takes
 OURS_ID = "951ac688c6415f4e"  # the committed measured resnet20 record (top-1 85.26)
 
 
@@ -87,7 +90,7 @@ def test_a_status_or_verification_in_the_text_never_makes_a_measured_or_verified
     # a record that says "measured" is entered as what it is: a submission, in its own row
     assert _submit(ours, write_jsonl(ours / "m.jsonl", [quick_body(0, top1=89.5, status="measured")])) == 0
     capsys.readouterr()
-    (record,) = [r for r in ResultStore(ours / "results").read() if r.store_version == 21]
+    (record,) = [r for r in ResultStore(ours / "results").read() if r.store_version == NEXT_VERSION]
     assert record.status == "submitted" and _measured_rows(ours) == rows
 
 
@@ -206,11 +209,11 @@ def test_a_submission_the_leaderboard_fails_to_render_is_not_stored(ours, capsys
 
 def test_an_unreadable_line_from_an_older_version_is_named_and_skipped(ours, capsys):
     bad = json.loads(COMMITTED.read_bytes().splitlines()[0])
-    bad.update(store_version=21, seed=99, gates={"hello": 1})  # what the old store accepted
+    bad.update(store_version=NEXT_VERSION, seed=99, gates={"hello": 1})  # what the old store accepted
     with open(ours / "results" / "runs" / "quick.jsonl", "a") as f:
         f.write(json.dumps(bad) + "\n")
     assert main(["leaderboard", "--out", str(ours / "results"), "--leaderboard-dir", str(ours / "lb")]) == 0
-    assert "quick.jsonl:21 is not a valid record, skipped" in capsys.readouterr().err
+    assert f"quick.jsonl:{NEXT_LINE} is not a valid record, skipped" in capsys.readouterr().err
     assert (
         _submit(ours, write_jsonl(ours / "ok.jsonl", [quick_body(4)])) == 0
     )  # the store still takes records
