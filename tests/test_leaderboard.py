@@ -9,7 +9,8 @@ import pytest
 from bench.cli import main
 from bench.report.leaderboard import NOT_RUN, write_leaderboard
 from bench.store.results import ResultStore
-from tests.test_results import make_record
+from bench.store.schema import Record
+from tests.test_results import make_record, record_body
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,6 +60,27 @@ def test_rows_show_mean_std_over_seeds(tmp_path):
     write_leaderboard(store, tmp_path / "lb", suite="tiny")
     row = _row((tmp_path / "lb" / "tiny.md").read_text(), "| resnet20")
     assert "65.00 ± 7.07" in row and re.search(r"\|\s+2\s+\|", row) and "`measured`" in row
+
+
+def test_gated_rows_show_the_backbones_executed_share_without_the_gate_network(tmp_path):
+    def gated(seed, executed):
+        body = record_body(seed, model="gated20")
+        spread = {"mean": executed, "std": 0.0, "min": executed, "max": executed}
+        body["metrics"] |= {"executed_macs": spread, "gate_network_macs": 20}
+        return Record.model_validate(body)
+
+    store = ResultStore(tmp_path / "results")
+    store.append([gated(0, 60.0), gated(1, 50.0), make_record(0)])
+    write_leaderboard(store, tmp_path / "lb", suite="tiny")
+    text = (tmp_path / "lb" / "tiny.md").read_text()
+    header = [c.strip() for c in _row(text, "| Model").split("|")]
+
+    def cell(model: str) -> str:
+        row = [c.strip() for c in _row(text, f"| {model}").split("|")]
+        return dict(zip(header, row, strict=True))["Backbone executed (%)"]
+
+    assert cell("gated20") == "43.8"  # (55 - 20) / (100 - 20): the gate network counted in neither
+    assert cell("resnet20") == "–"
 
 
 def test_rows_are_ranked_on_the_numbers_not_on_their_rendering(tmp_path):
