@@ -110,6 +110,18 @@ def test_builtin_suites_are_valid():
         assert plan(load_suite(name)), name
 
 
+def test_the_fp32_control_trains_as_the_fashion_suite_but_in_float32():
+    from dataclasses import replace
+
+    from bench.engine.config import load_suite
+
+    fashion, control = load_suite("fashion"), load_suite("fashion_fp32")
+    assert not control.train.amp and not control.train.channels_last
+    assert replace(control.train, amp=True, channels_last=True) == fashion.train
+    assert control.seeds == fashion.seeds and control.measure == fashion.measure
+    assert set(control.models) <= set(fashion.models) and not control.overrides
+
+
 def test_leaderboard_command_regenerates(tmp_path, capsys):
     store = tmp_path / "results"
     (store / "runs").mkdir(parents=True)
