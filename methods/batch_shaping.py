@@ -89,6 +89,7 @@ UNCONFIRMED = [
     "l0_normalisation",
     "bottleneck_gated_conv",
     "gate_bias_init",
+    "gate_weight_decay",
 ]
 
 
@@ -111,6 +112,9 @@ class BatchShapingConfig:
     # "batch_sum": per gate, the squared distances summed over the batch (the community re-implementations
     # that λ = 0.75 comes with); "batch_mean": divided by the batch size N (the released `gbas_loss`)
     bas_normalisation: str = "batch_sum"
+    # False: the gate heads are kept out of weight decay, which otherwise pulls every gate logit towards 0,
+    # where the training-time gate is a coin flip and the test-time gate is not
+    gate_weight_decay: bool = True
 
     def __post_init__(self) -> None:
         if self.bas_normalisation not in BAS_NORMALISATIONS:
@@ -305,6 +309,17 @@ class BatchShapingLosses(GatedNetwork):
     def gate_heads(self) -> list[ChannelGate]:
         return [m for m in self.modules() if isinstance(m, ChannelGate)]
 
+    def no_weight_decay(self) -> set[str]:
+        """The gate heads' parameters, where the config keeps them out of weight decay."""
+        if self.cfg.gate_weight_decay:
+            return set()
+        return {
+            f"{name}.{p}"
+            for name, m in self.named_modules()
+            if isinstance(m, ChannelGate)
+            for p, _ in m.named_parameters()
+        }
+
     def aux_losses(self, progress: float) -> dict[str, Tensor]:
         probs = [head.prob for head in self.gate_heads()]
         if any(p is None for p in probs):
@@ -380,6 +395,7 @@ def bas_resnet20_sparse(num_classes: int = 10, in_chans: int = 3, **kwargs) -> B
 # MACs, ResNet-20 94.06 %): a weaker batch-shaping pull, or a shorter shaping phase with L0 earlier
 WEAK_SHAPING_POINT = {"bas_weight": 0.25}
 EARLY_L0_POINT = {"bas_end": 0.25, "l0_start": 0.25, "l0_end": 0.5}
+NO_GATE_DECAY_POINT = {"gate_weight_decay": False}
 
 
 @register_model
@@ -392,6 +408,12 @@ def bas_resnet20_weak_shaping(num_classes: int = 10, in_chans: int = 3, **kwargs
 def bas_resnet20_early_l0(num_classes: int = 10, in_chans: int = 3, **kwargs) -> BasResNetCifar:
     """bas_resnet20 with half the shaping phase: λ reaches 0 at 25 % of training, γ ramps up 25-50 %."""
     return bas_cifar(20, num_classes, in_chans, **{**EARLY_L0_POINT, **kwargs})
+
+
+@register_model
+def bas_resnet20_no_gate_decay(num_classes: int = 10, in_chans: int = 3, **kwargs) -> BasResNetCifar:
+    """bas_resnet20 with its gate heads out of weight decay (the default decays them with the rest)."""
+    return bas_cifar(20, num_classes, in_chans, **{**NO_GATE_DECAY_POINT, **kwargs})
 
 
 @register_model

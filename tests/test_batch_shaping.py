@@ -339,3 +339,15 @@ def test_l0_is_zero_before_its_start_point():
     assert start >= 0.5 and model.cfg.weights(start)[0] == 0.0  # L0 comes after batch-shaping has ended
     assert model.aux_losses(start - 0.01)["l0"].item() == 0.0
     assert model.aux_losses(start + 0.1)["l0"].item() > 0.0
+
+
+def test_gate_heads_can_be_kept_out_of_weight_decay():
+    from bench.engine.config import TrainConfig
+    from bench.engine.train import build_optimizer
+
+    assert create_model("bas_resnet20", 10, 1).no_weight_decay() == set()
+    model = create_model("bas_resnet20_no_gate_decay", 10, 1)
+    heads = {n for n, _ in model.named_parameters() if ".gate." in n}
+    assert model.no_weight_decay() == heads and len(heads) == 9 * 6  # fc1, bn, fc2: weight and bias
+    decays = {g["weight_decay"]: len(g["params"]) for g in build_optimizer(model, TrainConfig()).param_groups}
+    assert decays[0.0] == len(heads)
