@@ -41,6 +41,7 @@ def _store_bytes(tmp_path):
         ("unknown_dataset", "unknown dataset 'mnist3'"),
         ("name_escapes", "name must be a plain identifier (letters, digits"),
         ("epochs_zero", "--epochs must be an integer of at least 1, not 0"),
+        ("control_of_itself", "control_of must name another suite"),
     ],
 )
 def test_user_errors_give_one_clear_message_and_write_nothing(
@@ -65,6 +66,8 @@ def test_user_errors_give_one_clear_message_and_write_nothing(
         suite.write_text(suite.read_text().replace('name = "tiny"', 'name = "../../escape"'))
     elif case == "epochs_zero":  # an untrained model stored as measured
         extra = ["--epochs", "0"]
+    elif case == "control_of_itself":  # its page would compare the suite with itself
+        suite.write_text(suite.read_text().replace('name = "tiny"', 'name = "tiny"\ncontrol_of = "tiny"'))
     assert main(run_args(suite, tmp_path, data_root, *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0] and err[0].startswith("bench run: error:")

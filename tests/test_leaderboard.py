@@ -232,3 +232,36 @@ def test_a_submissions_model_info_does_not_replace_the_built_in_models_notes(tmp
     notes, submitted = text.split("## Model notes")[1].split("## Notes from submissions")
     assert '- `resnet20`: `{"block": "basic"}`' in notes and "theirs" not in notes
     assert re.search(r'- `resnet20` in `[0-9a-f]{16}`, submitted by aaa: `\{"block": "theirs"\}`', submitted)
+
+
+@pytest.mark.parametrize("bf16_top1,verdict", [((63.9, 64.1), "within"), ((63.0, 63.2), "outside")])
+def test_a_control_suite_compares_its_models_with_the_suite_it_controls_seed_by_seed(
+    bf16_top1, verdict, tmp_path
+):
+    from tests.test_results import TRAINING
+
+    bf16 = {**TRAINING, "amp_dtype": "bfloat16", "channels_last": True}
+    store = ResultStore(tmp_path / "results")  # the built-in fashion_fp32 declares control_of = "fashion"
+    store.append([make_record(0, "fashion_fp32", 64.0), make_record(1, "fashion_fp32", 64.2)])
+    store.append(
+        [
+            make_record(s, "fashion", t, training=bf16)
+            for s, t in zip((0, 1, 2), (*bf16_top1, 64.1), strict=True)
+        ]
+    )
+    write_leaderboard(store, tmp_path / "lb")
+    section = (tmp_path / "lb" / "fashion_fp32.md").read_text().split("## Against `fashion`")[1]
+    rows = [
+        [c.strip() for c in line.split("|")[1:-1]]
+        for line in section.splitlines()
+        if "| fashion_mnist" in line
+    ]
+    assert [row[2:6] for row in rows] == [
+        ["0", "64.00", f"{bf16_top1[0]:.2f}", f"{bf16_top1[0] - 64.0:+.2f}"],
+        ["1", "64.20", f"{bf16_top1[1]:.2f}", f"{bf16_top1[1] - 64.2:+.2f}"],
+        ["2", "–", "64.10", "–"],  # a seed only one side ran is shown, and left out of the verdict
+    ]
+    assert rows[0][6:] == ["1 × 64", "1 × 64, bfloat16, channels_last"]
+    assert f"seeds 0, 1: `fashion_fp32` 64.10 ± 0.14, `fashion` {sum(bf16_top1) / 2:.2f} ± 0.14" in section
+    assert f"{verdict} the spread over seeds (0.14)" in section
+    assert "## Against" not in (tmp_path / "lb" / "fashion.md").read_text()  # only the control compares

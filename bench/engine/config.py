@@ -162,6 +162,9 @@ class Suite:
     measure: MeasureConfig
     model_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model TrainConfig fields
+    control_of: str = (
+        ""  # the suite this one is a control for: its page compares their shared models seed by seed
+    )
     path: str = ""
 
     def train_config(self, model: str, epochs: int | None = None) -> TrainConfig:
@@ -232,6 +235,13 @@ def _check_top(raw: dict[str, Any], path: str) -> None:
             raise SuiteError(f"{path}: {key} must not repeat; duplicated: {duplicates}")
     if not all(_is_int(s) and 0 <= s < SEED_RANGE for s in raw["seeds"]):
         raise SuiteError(f"{path}: seeds must be integers in [0, 2**32), got {raw['seeds']}")
+    control_of = raw.get("control_of", "")
+    if "control_of" in raw and (
+        not isinstance(control_of, str) or not SUITE_NAME.fullmatch(control_of) or control_of == name
+    ):
+        raise SuiteError(
+            f"{path}: control_of must name another suite (a plain identifier), not {control_of!r}"
+        )
     for key in ("train", "measure", "model_args", "overrides"):
         _table(raw.get(key, {}), f"{path} [{key}]")
 
@@ -246,11 +256,10 @@ def parse_suite(text: str, path: str) -> Suite:
     if missing:
         raise SuiteError(f"{path}: missing required key(s) {missing}")
     top = {"name", "version", "description", "datasets", "models", "seeds", "train", "measure"}
-    unknown = sorted(set(raw) - top - {"model_args", "overrides"})
+    optional = {"model_args", "overrides", "control_of"}
+    unknown = sorted(set(raw) - top - optional)
     if unknown:
-        raise SuiteError(
-            f"{path}: unknown key(s) {unknown}; known keys: {sorted(top | {'model_args', 'overrides'})}"
-        )
+        raise SuiteError(f"{path}: unknown key(s) {unknown}; known keys: {sorted(top | optional)}")
     _check_top(raw, path)
     train = _build(TrainConfig, raw.get("train", {}), f"{path} [train]")
     train.check(f"{path} [train]")
@@ -274,6 +283,7 @@ def parse_suite(text: str, path: str) -> Suite:
         measure=measure,
         model_args=raw.get("model_args", {}),
         overrides=overrides,
+        control_of=raw.get("control_of", ""),
         path=path,
     )
 

@@ -405,6 +405,73 @@ def public_results_markdown(dataset: str, public: list[PublicResultsFile]) -> li
     return lines
 
 
+def _ours_by_seed(records: list[Record], dataset: str, model: str) -> dict[int, Record]:
+    """Our counted runs of one model on one dataset, by seed (the newest where configurations differ)."""
+    runs: dict[int, Record] = {}
+    for r in counted(records):
+        if r.dataset == dataset and r.model == model and _origin(r) == OURS:
+            if r.seed not in runs or r.store_version > runs[r.seed].store_version:
+                runs[r.seed] = r
+    return runs
+
+
+def control_markdown(suite: str, records: list[Record], other: str, other_records: list[Record]) -> list[str]:
+    """The page of a control suite (`control_of`): every model it shares with `other`, seed by seed, and
+    whether their means differ by more than the spread over seeds, so a setting the suites differ in
+    (bf16 autocast against float32) is kept or dropped on stored runs, not on a note."""
+    lines = ["", f"## Against {code_span(other)}", ""]
+    pairs = sorted({(r.dataset, r.model) for r in records} & {(r.dataset, r.model) for r in other_records})
+    if not pairs:
+        return lines + [
+            f"_no model of this suite has runs in both {code_span(suite)} and {code_span(other)} yet_"
+        ]
+    lines += [
+        f"The models both suites ran, per seed (our measured runs). Each side trains as its records "
+        f"state (the Training cells: processes × batch, AMP dtype (none: float32), memory format). "
+        f"Δ is {code_span(other)} minus {code_span(suite)}; the verdict compares the difference of the "
+        "means on the seeds both ran with the larger standard deviation over those seeds.",
+        "",
+    ]
+    rows, verdicts = [], []
+    for dataset, model in pairs:
+        metric = columns_of(dataset).metric
+        ours, theirs = _ours_by_seed(records, dataset, model), _ours_by_seed(other_records, dataset, model)
+        for seed in sorted(ours.keys() | theirs.keys()):
+            a, b = ours.get(seed), theirs.get(seed)
+            va = getattr(a.metrics, metric) if a else None
+            vb = getattr(b.metrics, metric) if b else None
+            rows.append(
+                {
+                    "Dataset": dataset,
+                    "Model": model,
+                    "Seed": str(seed),
+                    f"{suite} (%)": va,
+                    f"{other} (%)": vb,
+                    "Δ (points)": vb - va if a and b else None,
+                    f"Training ({suite})": _training(a) if a else None,
+                    f"Training ({other})": _training(b) if b else None,
+                }
+            )
+        both = sorted(ours.keys() & theirs.keys())
+        if len(both) < 2:
+            verdicts.append(
+                f"- {code_span(model)} on {escape_cell(dataset)}: {len(both)} seed(s) in both; "
+                "the verdict needs 2 or more."
+            )
+            continue
+        a = MeanStd.of([getattr(ours[s].metrics, metric) for s in both])
+        b = MeanStd.of([getattr(theirs[s].metrics, metric) for s in both])
+        difference, spread = b.mean - a.mean, max(a.std, b.std)
+        verdict = "within" if abs(difference) <= spread else "outside"
+        verdicts.append(
+            f"- {code_span(model)} on {escape_cell(dataset)}, seeds {', '.join(map(str, both))}: "
+            f"{code_span(suite)} {a}, {code_span(other)} {b}; the means differ by {difference:+.2f} points, "
+            f"{verdict} the spread over seeds ({spread:.2f})."
+        )
+    formats = {f"{suite} (%)": "{:.2f}", f"{other} (%)": "{:.2f}", "Δ (points)": "{:+.2f}"}
+    return lines + [markdown_table(rows, formats), "", *verdicts]
+
+
 def suite_markdown(
     suite: str,
     records: list[Record],
@@ -413,9 +480,11 @@ def suite_markdown(
     declared: Suite | None,
     refs: References,
     public: list[PublicResultsFile] = (),
+    control: tuple[str, list[Record]] | None = None,
 ) -> tuple[str, list[DatasetTable]]:
     """The page of one suite and its tables (whose points the figures are drawn from); `public`: the
-    public benchmarks' results shown below each dataset's table."""
+    public benchmarks' results shown below each dataset's table; `control`: the suite this one is a
+    control for and its records, compared after the tables."""
     models, model_args, datasets = (
         (declared.models, declared.model_args, declared.datasets) if declared else ([], {}, [])
     )
@@ -459,6 +528,8 @@ def suite_markdown(
             alt = f"{cols.header.removesuffix(' (%)')} against MACs on {dataset}"
             lines += ["", local_link(alt, plot_name(suite, dataset), image=True)]
         lines += public_results_markdown(dataset, public)
+    if control is not None:
+        lines += control_markdown(suite, records, *control)
     if refs.used:
         lines += [
             "",
@@ -748,6 +819,7 @@ def write_leaderboard(
     written = []
     for name in [suite] if suite else suites:
         recs = [r for r in records if r.suite == name]
+        control_of = suites[name].control_of if suites[name] else ""
         digest = digest_of([line for line in lines if line.path == store.path(name)])
         text, tables = suite_markdown(
             name,
@@ -757,6 +829,7 @@ def write_leaderboard(
             suites[name],
             References(shown),
             [f for f in store.public_results() if name in f.suites],
+            (control_of, [r for r in records if r.suite == control_of]) if control_of else None,
         )
         for table in tables:
             if table.points:
