@@ -405,22 +405,22 @@ def public_results_markdown(dataset: str, public: list[PublicResultsFile]) -> li
     return lines
 
 
-def _ours_by_seed(records: list[Record], dataset: str, model: str) -> dict[int, Record]:
-    """Our counted runs of one model on one dataset, by seed (the newest where configurations differ)."""
-    runs: dict[int, Record] = {}
-    for r in counted(records):
-        if r.dataset == dataset and r.model == model and _origin(r) == OURS:
-            if r.seed not in runs or r.store_version > runs[r.seed].store_version:
-                runs[r.seed] = r
+def _ours_by_seed(records: list[Record]) -> dict[tuple[str, str], dict[int, Record]]:
+    """Our counted runs by (dataset, model) and seed; where a seed ran in two configurations, the newest."""
+    runs: dict[tuple[str, str], dict[int, Record]] = defaultdict(dict)
+    for r in sorted(counted(records), key=lambda r: r.store_version):
+        if _origin(r) == OURS:
+            runs[(r.dataset, r.model)][r.seed] = r
     return runs
 
 
 def control_markdown(suite: str, records: list[Record], other: str, other_records: list[Record]) -> list[str]:
-    """The page of a control suite (`control_of`): every model it shares with `other`, seed by seed, and
+    """A control suite's section (`control_of`): every model it shares with `other`, seed by seed, and
     whether their means differ by more than the spread over seeds, so a setting the suites differ in
     (bf16 autocast against float32) is kept or dropped on stored runs, not on a note."""
     lines = ["", f"## Against {code_span(other)}", ""]
-    pairs = sorted({(r.dataset, r.model) for r in records} & {(r.dataset, r.model) for r in other_records})
+    mine, theirs = _ours_by_seed(records), _ours_by_seed(other_records)
+    pairs = sorted(mine.keys() & theirs.keys())
     if not pairs:
         return lines + [
             f"_no model of this suite has runs in both {code_span(suite)} and {code_span(other)} yet_"
@@ -435,9 +435,9 @@ def control_markdown(suite: str, records: list[Record], other: str, other_record
     rows, verdicts = [], []
     for dataset, model in pairs:
         metric = columns_of(dataset).metric
-        ours, theirs = _ours_by_seed(records, dataset, model), _ours_by_seed(other_records, dataset, model)
-        for seed in sorted(ours.keys() | theirs.keys()):
-            a, b = ours.get(seed), theirs.get(seed)
+        ours, others = mine[(dataset, model)], theirs[(dataset, model)]
+        for seed in sorted(ours.keys() | others.keys()):
+            a, b = ours.get(seed), others.get(seed)
             va = getattr(a.metrics, metric) if a else None
             vb = getattr(b.metrics, metric) if b else None
             rows.append(
@@ -452,7 +452,7 @@ def control_markdown(suite: str, records: list[Record], other: str, other_record
                     f"Training ({other})": _training(b) if b else None,
                 }
             )
-        both = sorted(ours.keys() & theirs.keys())
+        both = sorted(ours.keys() & others.keys())
         if len(both) < 2:
             verdicts.append(
                 f"- {code_span(model)} on {escape_cell(dataset)}: {len(both)} seed(s) in both; "
@@ -460,7 +460,7 @@ def control_markdown(suite: str, records: list[Record], other: str, other_record
             )
             continue
         a = MeanStd.of([getattr(ours[s].metrics, metric) for s in both])
-        b = MeanStd.of([getattr(theirs[s].metrics, metric) for s in both])
+        b = MeanStd.of([getattr(others[s].metrics, metric) for s in both])
         difference, spread = b.mean - a.mean, max(a.std, b.std)
         verdict = "within" if abs(difference) <= spread else "outside"
         verdicts.append(
