@@ -424,7 +424,7 @@ def bas_resnet20_no_gate_decay(num_classes: int = 10, in_chans: int = 3, **kwarg
 
 
 # Without losses, bas_resnet20_no_gate_decay reached 93.76 % with every gate open (a diagnostic run); the
-# main point, 92.88 % at 60.6 %, sits near its prior's mean (0.6). A prior of mean 2/3 asks for more open gates
+# main point, 92.88 % at 60.6 %, sits near its prior's mean (0.6). A prior of mean 2/3 asks for more open gates.
 DENSE_PRIOR_POINT = {**NO_GATE_DECAY_POINT, "prior_alpha": 2 / 3, "prior_beta": 1 / 3}
 
 

@@ -162,9 +162,8 @@ class Suite:
     measure: MeasureConfig
     model_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model TrainConfig fields
-    control_of: str = (
-        ""  # the suite this one is a control for: its page compares their shared models seed by seed
-    )
+    # the suite this one is a control for: its page compares their shared models seed by seed
+    control_of: str = ""
     path: str = ""
 
     def train_config(self, model: str, epochs: int | None = None) -> TrainConfig:
