@@ -48,9 +48,14 @@ wheelhouse: wheelhouse-requirements
 # torch and torchvision the venv already sees, so pip can never replace them. NODE_PYTHON: the node's
 # Python that has torch.
 NODE_PYTHON ?= python3
+# --system-site-packages shows the venv the site of the Python it was made from only where that Python is
+# not itself a venv: a node's torch often lives in one (/opt/torch/.venv), whose site the new venv would not
+# see. node-site.pth adds NODE_PYTHON's own site-packages (and the .pth files in them) after the venv's own.
+NODE_SITE := import site; print("import site; " + "; ".join(f"site.addsitedir({p!r})" for p in site.getsitepackages()))
 gpu-setup:
 	@test -d "$(WHEELS)" || { echo "make gpu-setup: no wheelhouse folder $(WHEELS); give one: make gpu-setup WHEELS=folder (make wheelhouse builds it)"; exit 1; }
-	@test -x $(PY) || $(NODE_PYTHON) -m venv --system-site-packages $(VENV)
+	@test -x $(PY) || { $(NODE_PYTHON) -m venv --system-site-packages $(VENV) && \
+		$(NODE_PYTHON) -c '$(NODE_SITE)' > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/node-site.pth"; }
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || { echo "make gpu-setup: $(VENV) sees no torch and torchvision; create it from the node's Python that has them: make gpu-setup NODE_PYTHON=/path/to/python (or remove $(VENV))"; exit 1; }
 	$(PY) -c "from importlib.metadata import version as v; print(f'torch=={v(\"torch\")}'); print(f'torchvision=={v(\"torchvision\")}')" > $(VENV)/node-torch.txt
 	$(PY) -m pip install -q --no-index --find-links $(WHEELS) -c $(VENV)/node-torch.txt "channelbench[test]"
@@ -73,7 +78,7 @@ $(VENV)/.installed: pyproject.toml
 	fi
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,dev]"
 	touch $@
 
 # Debian packages Fashion-MNIST; installing it needs root. Without root, point --data-root elsewhere.

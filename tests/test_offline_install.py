@@ -7,8 +7,9 @@ must install both from the wheelhouse and leave the node's torch where it was, a
 
 What is not run here: `make wheelhouse`'s `pip download`, which needs an index. Its requirement list
 (`make wheelhouse-requirements`) is built for real and its pip command lines are checked in make's dry
-mode. The node's site is this venv's site-packages, less the project (and tabulate), seen through a .pth
-file: the venv module can only put the base interpreter's site on the path, and that has no torch here.
+mode. The node's Python is a venv (as /opt/torch/.venv on a GPU node) whose site is this venv's
+site-packages, less the project (and tabulate), seen through a .pth file; a venv made from a venv sees the
+base interpreter's site alone, which has no torch here, so gpu-setup must add the node's site itself.
 """
 
 import base64
@@ -74,6 +75,16 @@ def _repack_as_wheel(name: str, out: Path) -> Path:
     return wheel
 
 
+def _purelib(python: Path) -> Path:
+    out = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(out.stdout.strip())
+
+
 def _torch_seen_by(python: Path) -> str:
     out = subprocess.run(
         [
@@ -134,26 +145,28 @@ def test_gpu_setup_installs_the_project_offline_and_never_replaces_the_nodes_tor
         "setuptools",
         "tabulate",
     ]
-    # a fresh venv that sees the node's site from outside itself
-    gpu = tmp_path / "gpu"
+    # the node's Python: a venv whose own site holds torch (as /opt/torch/.venv on a GPU node), so that a
+    # venv made from it with --system-site-packages sees the base interpreter's site and not torch, unless
+    # gpu-setup adds the node's site itself
+    node = tmp_path / "node"
     base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-    subprocess.run(
-        [str(base), "-m", "venv", "--system-site-packages", str(gpu)], check=True, env=env, timeout=120
-    )
-    gpu_site = Path(
-        subprocess.run(
-            [str(gpu / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
-    (gpu_site / "node-site.pth").write_text(f"{node_site}\n")
-    before = _torch_seen_by(gpu / "bin/python")
+    subprocess.run([str(base), "-m", "venv", "--without-pip", str(node)], check=True, env=env, timeout=120)
+    (_purelib(node / "bin/python") / "node-site.pth").write_text(f"{node_site}\n")
+    before = _torch_seen_by(node / "bin/python")
     assert str(node_site) in before
+    gpu = tmp_path / "gpu"
 
     out = subprocess.run(
-        ["make", "--no-print-directory", "-C", str(REPO), "gpu-setup", f"VENV={gpu}", f"WHEELS={wheels}"],
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(REPO),
+            "gpu-setup",
+            f"VENV={gpu}",
+            f"WHEELS={wheels}",
+            f"NODE_PYTHON={node / 'bin/python'}",
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -161,6 +174,7 @@ def test_gpu_setup_installs_the_project_offline_and_never_replaces_the_nodes_tor
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert _torch_seen_by(gpu / "bin/python") == before  # same torch, same version, same file
+    gpu_site = _purelib(gpu / "bin/python")
     assert not any(p.name.lower().startswith(("torch", "nvidia")) for p in gpu_site.iterdir())
     pins = (gpu / "node-torch.txt").read_text().split()
     metadata = importlib.metadata.version
