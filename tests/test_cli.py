@@ -125,6 +125,14 @@ def test_the_fp32_control_trains_as_the_fashion_suite_but_in_float32():
     assert set(control.models) <= set(fashion.models) and not control.overrides
 
 
+def test_the_gpu_suite_trains_as_the_fashion_suite():
+    from bench.engine.config import load_suite
+
+    fashion, gpu = load_suite("fashion"), load_suite("fashion_gpu")
+    assert gpu.train == fashion.train and gpu.seeds == fashion.seeds and gpu.measure == fashion.measure
+    assert set(gpu.models) <= set(fashion.models) and not gpu.overrides and gpu.control_of == "fashion"
+
+
 def test_leaderboard_command_regenerates(tmp_path, capsys):
     store = tmp_path / "results"
     (store / "runs").mkdir(parents=True)

@@ -249,8 +249,9 @@ def test_gpu_check_runs_every_step_and_the_seeds_that_fit_its_budget(tmp_path, m
     monkeypatch.setattr(gpu_check.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(gpu_check.torch.cuda, "get_device_name", lambda *a: "a stub GPU")
-    monkeypatch.setattr(gpu_check, "run_tests", lambda timeout: ("passed", "28 passed"))
-    monkeypatch.setattr(gpu_check, "perf_train", lambda out, root, amp: ("measured", f"amp {amp}"))
+    monkeypatch.setattr(gpu_check, "run_tests", lambda log, timeout: ("passed", "28 passed"))
+    monkeypatch.setattr(gpu_check, "throughput", lambda args, out, timeout: ("measured", "runs/h"))
+    monkeypatch.setattr(gpu_check, "perf_train", lambda out, root, amp, det: ("measured", f"amp {amp}"))
     monkeypatch.setattr(gpu_check, "perf_gated", lambda out, model, batch: ("measured", f"{model} {batch}"))
     seeds = []
 
@@ -270,5 +271,28 @@ def test_gpu_check_runs_every_step_and_the_seeds_that_fit_its_budget(tmp_path, m
     assert [s for s in steps if s.startswith("perf gated")] == [
         f"perf gated {m} bs{b}" for m in gpu_check.GATED_MODELS for b in (1, 64)
     ]
-    assert steps["fashion resnet20 seed 2 (40 epochs)"] == "left out"
+    assert steps["throughput bench run --jobs 1,4 (2 epochs a run)"] == "measured"
+    assert steps["fashion_gpu resnet20 seed 2 (the suite's epochs)"] == "left out"
     assert "| step" in capsys.readouterr().out  # the one table
+
+
+@pytest.mark.slow
+def test_gpu_checks_throughput_step_on_the_cpu(tmp_path, fashion_root, no_system_data, monkeypatch):
+    """The throughput step's own code, on the CPU (on a GPU node the runs get --device cuda): --jobs 1 and 2
+    over the same two short runs, each into its own scratch store, give the same top-1 values."""
+    from bench.commands import gpu_check
+    from tests.helpers import write_suite
+
+    monkeypatch.chdir(REPO)  # `python -m bench` from the repository, as make gpu-check runs it
+    suite = write_suite(tmp_path, seeds=(0, 1))
+    args = gpu_check.parse(
+        ["--device", "cpu", "--suite", str(suite), "--data-root", str(fashion_root), "--jobs", "1,2"]
+        + ["--jobs-epochs", "1"]
+    )
+    status, result = gpu_check.throughput(args, tmp_path / "perf", timeout=600)
+    assert status == "measured", result
+    measured = json.loads((tmp_path / "perf" / "gpu-jobs-tiny.json").read_text())
+    assert [row["jobs"] for row in measured["rows"]] == [1, 2] and measured["top1_identical_across_jobs"]
+    assert all(row["runs"] == 2 and row["runs_per_hour"] > 0 for row in measured["rows"])
+    assert set(measured["top1_pct_by_jobs"]["1"]) == {"resnet20 seed 0", "resnet20 seed 1"}
+    assert not (REPO / "results" / "perf" / "gpu-jobs-tiny.json").exists()

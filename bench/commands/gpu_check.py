@@ -1,14 +1,16 @@
 """`make gpu-check`: on one GPU, prove the CUDA paths and measure them, within a time budget (540 s by default: under 10 minutes, not yet measured on a GPU).
 
     python -m bench.commands.gpu_check [--data-root DIR] [--models resnet20] [--seeds 0,1,2]
-                                       [--epochs 40] [--budget 540]
+                                       [--epochs N] [--budget 540]
 
 In order: the CUDA tests (`pytest -m cuda`), `bench perf train` on the GPU (plain, then AMP +
-channels_last), `bench perf gated` on the GPU at batch 1 and 64, then the `fashion` suite on the GPU, one
-seed at a time for as long as the time budget allows (a seed that would not fit is left out and said so).
-Writes results/perf/gpu-*.json (one per benchmark, plus gpu-check.json, the summary), the suite's records
-into the store under results/ (and its leaderboard page), and prints one summary table. Without CUDA it
-prints one line and exits 1 at once.
+channels_last, then that in the fast mode: what determinism costs), `bench perf gated` on the GPU at batch 1 and 64, the suite's throughput in runs per hour
+with `bench run --jobs 1` and `--jobs 4` (short runs into a scratch store, whose top-1 values must agree),
+then the `fashion_gpu` suite (the fashion suite's schedule) on the GPU, one seed at a time for as long as
+the time budget allows (a seed that would not fit is left out and said so). Writes results/perf/gpu-*.json
+(one per benchmark, plus gpu-check.json, the summary; the tests' output in gpu-tests.log), the suite's
+records into the store under results/ (and its leaderboard page), and prints one summary table. Without
+CUDA it prints one line and exits 1 at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,12 +39,23 @@ def _csv(kind):
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="gpu-check", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", help="folder holding Fashion-MNIST (else $BENCH_DATA, then system folders)")
-    p.add_argument("--models", type=_csv(str), default=["resnet20"], help="fashion-suite models")
+    p.add_argument(
+        "--suite", default="fashion_gpu", help="the suite trained on the GPU (default: fashion_gpu)"
+    )
+    p.add_argument("--models", type=_csv(str), default=["resnet20"], help="the suite's models to train")
     p.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="seeds, run in turn while time lasts")
-    p.add_argument("--epochs", type=int, default=40, help="fashion-suite epochs (default: the suite's 40)")
+    p.add_argument("--epochs", type=int, help="override the suite's epochs (default: the suite's own)")
+    p.add_argument(
+        "--jobs",
+        type=_csv(int),
+        default=[1, 4],
+        help="--jobs values whose throughput is measured (default: 1,4)",
+    )
+    p.add_argument("--jobs-epochs", type=int, default=2, help="epochs of each throughput run (default: 2)")
     p.add_argument("--budget", type=float, default=540.0, help="seconds for the whole check (default: 540)")
     p.add_argument("--out", default="results", help="the result store; perf JSON goes to OUT/perf")
     p.add_argument("--skip-tests", action="store_true", help="leave out the CUDA tests")
+    p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: the tests' CPU twin of the runs
     return p.parse_args(argv)
 
 
@@ -68,36 +82,37 @@ def _timed(summary: Summary, step: str, fn) -> None:
     summary.add(step, status, time.perf_counter() - start, result)
 
 
-def run_tests(timeout: float) -> tuple[str, str]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-m",
-            "cuda",
-            "-q",
-            "-rs",
-            "-p",
-            "no:cacheprovider",
-            "tests/test_cuda.py",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    print(out.stdout[-4000:], out.stderr[-2000:], sep="\n", flush=True)
-    last = [line for line in out.stdout.splitlines() if line.strip()][-1:] or ["no output"]
-    return ("passed" if out.returncode == 0 else "failed"), last[0].strip("= ")
+def run_tests(log: Path, timeout: float) -> tuple[str, str]:
+    """pytest -m cuda, its output into `log` as it runs (a test that hangs still leaves what came before)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"]
+    with log.open("w") as out:
+        try:
+            done = subprocess.run(
+                [*command, "tests/test_cuda.py"], stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            return "timed out", f"not done in {timeout:.0f} s; output so far in {log}"
+    text = log.read_text()
+    print(text[-4000:], flush=True)
+    last = [line for line in text.splitlines() if line.strip()][-1:] or ["no output"]
+    return ("passed" if done.returncode == 0 else "failed"), last[0].strip("= ") + f" -> {log}"
 
 
-def perf_train(out: Path, data_root: str | None, amp: bool) -> tuple[str, str]:
+def perf_train(out: Path, data_root: str | None, amp: bool, deterministic: bool = True) -> tuple[str, str]:
     from bench.commands.perf import bench_train, write_result
 
     r = bench_train(
-        "resnet20", data_root=data_root, amp=amp, channels_last=amp, device="cuda", repeats=3, steps=50
+        "resnet20",
+        data_root=data_root,
+        amp=amp,
+        channels_last=amp,
+        deterministic=deterministic,
+        device="cuda",
+        repeats=3,
+        steps=50,
     )
-    name = "resnet20" + ("-amp-channels_last" if amp else "")
+    name = "resnet20" + ("-amp-channels_last" if amp else "") + ("" if deterministic else "-fast")
     path = write_result(r, out, "gpu-train", name)
     return "measured", (
         f"harness {r['harness_median']:.0f} img/s, bare {r['bare_median']:.0f} img/s, "
@@ -116,13 +131,20 @@ def perf_gated(out: Path, model: str, batch_size: int) -> tuple[str, str]:
     )
 
 
-def run_suite(args: argparse.Namespace, seed: int, timeout: float) -> tuple[str, str]:
-    command = [sys.executable, "-m", "bench", "run", "--suite", "fashion", "--device", "cuda"]
-    command += ["--models", ",".join(args.models), "--seeds", str(seed), "--epochs", str(args.epochs)]
-    command += ["--out", args.out, "--no-progress"]
+def _bench_run(
+    args: argparse.Namespace, seeds: list[int], out: str, timeout: float, extra=()
+) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "bench", "run", "--suite", args.suite, "--device", args.device]
+    command += ["--models", ",".join(args.models), "--seeds", ",".join(map(str, seeds)), "--out", out]
+    command += ["--no-progress", *extra]
     command += ["--data-root", args.data_root] if args.data_root else []
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def run_suite(args: argparse.Namespace, seed: int, timeout: float) -> tuple[str, str]:
+    extra = ["--epochs", str(args.epochs)] if args.epochs else []
     try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        out = _bench_run(args, [seed], args.out, timeout, extra)
     except subprocess.TimeoutExpired:
         return (
             "timed out",
@@ -131,6 +153,61 @@ def run_suite(args: argparse.Namespace, seed: int, timeout: float) -> tuple[str,
     print(out.stdout[-3000:], out.stderr[-2000:], sep="\n", flush=True)
     lines = [line for line in out.stdout.splitlines() if line.strip()]
     return ("stored" if out.returncode == 0 else "failed"), (lines[-1] if lines else out.stderr[-200:])
+
+
+def _top1_by_run(store: Path) -> dict[tuple[str, int], float]:
+    from bench.store.results import ResultStore
+
+    return {(r.model, r.seed): r.metrics.top1_pct for r in ResultStore(store).read()}
+
+
+def throughput(args: argparse.Namespace, perf_dir: Path, timeout: float) -> tuple[str, str]:
+    """Runs per hour of `bench run --jobs N` for each N, on short runs (--jobs-epochs) into scratch stores
+    (the same runs at each N: max(N) seeds of the first model); their top-1 values must not depend on N."""
+    seeds = list(range(max(args.jobs)))
+    rows, top1 = [], {}
+    for jobs in args.jobs:
+        with tempfile.TemporaryDirectory(prefix=f"gpu-check-jobs{jobs}-") as scratch:
+            start = time.perf_counter()
+            extra = ["--epochs", str(args.jobs_epochs), "--jobs", str(jobs)]
+            extra += ["--leaderboard-dir", f"{scratch}/lb", "--work-dir", f"{scratch}/runs"]
+            out = _bench_run(
+                argparse.Namespace(**{**vars(args), "models": args.models[:1]}),
+                seeds,
+                scratch,
+                timeout,
+                extra,
+            )
+            wall = time.perf_counter() - start
+            if out.returncode != 0:
+                print(out.stdout[-2000:], out.stderr[-2000:], sep="\n", flush=True)
+                return "failed", f"--jobs {jobs}: exit {out.returncode}: {out.stderr.strip()[-200:]}"
+            top1[jobs] = _top1_by_run(Path(scratch))
+        rows.append(
+            {
+                "jobs": jobs,
+                "runs": len(seeds),
+                "wall_s": round(wall, 1),
+                "runs_per_hour": round(len(seeds) * 3600 / wall, 1),
+            }
+        )
+    same = len({tuple(sorted(t.items())) for t in top1.values()}) == 1
+    result = {
+        "model": args.models[0],
+        "suite": args.suite,
+        "epochs_per_run": args.jobs_epochs,
+        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
+        "rows": rows,
+        "top1_pct_by_jobs": {
+            str(j): {f"{m} seed {s}": v for (m, s), v in t.items()} for j, t in top1.items()
+        },
+        "top1_identical_across_jobs": same,
+    }
+    perf_dir.mkdir(parents=True, exist_ok=True)
+    path = perf_dir / f"gpu-jobs-{Path(args.suite).stem}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    rates = ", ".join(f"--jobs {r['jobs']}: {r['runs_per_hour']:.0f} runs/h" for r in rows)
+    return ("measured" if same else "failed"), f"{rates}; top-1 identical across N: {same} -> {path}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,18 +223,24 @@ def main(argv: list[str] | None = None) -> int:
         f"gpu-check on {torch.cuda.get_device_name()}: torch {torch.__version__}, CUDA {torch.version.cuda}"
     )
     if not args.skip_tests:
-        _timed(summary, "pytest -m cuda", lambda: run_tests(timeout=max(60.0, left() - 300)))
-    for amp in (False, True):
+        _timed(
+            summary, "pytest -m cuda", lambda: run_tests(perf_dir / "gpu-tests.log", max(60.0, left() - 300))
+        )
+    for amp, deterministic in ((False, True), (True, True), (True, False)):
         step = "perf train resnet20" + (" amp+channels_last" if amp else "")
-        _timed(summary, step, lambda amp=amp: perf_train(perf_dir, args.data_root, amp))
+        step += "" if deterministic else " fast (not deterministic)"
+        _timed(summary, step, lambda a=amp, d=deterministic: perf_train(perf_dir, args.data_root, a, d))
     for model in GATED_MODELS:
         for batch in (1, 64):
             _timed(
                 summary, f"perf gated {model} bs{batch}", lambda m=model, b=batch: perf_gated(perf_dir, m, b)
             )
+    step = f"throughput bench run --jobs {','.join(map(str, args.jobs))} ({args.jobs_epochs} epochs a run)"
+    _timed(summary, step, lambda: throughput(args, perf_dir, timeout=max(60.0, left() / 2)))
     last_seed_s = 0.0
+    epochs = f"{args.epochs} epochs" if args.epochs else "the suite's epochs"
     for seed in args.seeds:
-        step = f"fashion {','.join(args.models)} seed {seed} ({args.epochs} epochs)"
+        step = f"{args.suite} {','.join(args.models)} seed {seed} ({epochs})"
         if left() < 30 or (last_seed_s and last_seed_s > left()):
             summary.add(step, "left out", 0.0, f"{left():.0f} s of the budget left")
             continue

@@ -250,6 +250,7 @@ def bench_train(
     threads: int | None = None,
     amp: bool = False,
     channels_last: bool = False,
+    deterministic: bool | None = None,
     seed: int = 0,
     device: str = "cpu",
     log=print,
@@ -257,7 +258,8 @@ def bench_train(
     """Harness loop vs bare loop on the same model and data, alternated `repeats` times.
 
     `amp` (bf16 autocast on CPU) and `channels_last` switch the train config's fields of the same name
-    (both loops follow them)."""
+    (both loops follow them); `deterministic`, where given, replaces the suite's mode (on CUDA the fast
+    mode turns cudnn.benchmark on: the pair of runs measures what determinism costs)."""
     from bench.data import load_dataset
     from bench.engine.config import load_suite
     from bench.engine.train import seed_everything
@@ -271,6 +273,8 @@ def bench_train(
         if on and not hasattr(cfg, name):
             raise ValueError(f"this harness's train config has no {name!r} switch")
     cfg = dataclasses.replace(cfg, **{k: v for k, v in switches.items() if hasattr(cfg, k)})
+    if deterministic is not None:
+        cfg = dataclasses.replace(cfg, deterministic=deterministic)
     data = load_dataset(dataset or spec.datasets[0], data_root).subset(cfg.train_size)
     if len(data.train_labels) < cfg.batch_size:
         raise ValueError(
