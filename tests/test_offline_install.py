@@ -296,3 +296,27 @@ def test_gpu_checks_throughput_step_on_the_cpu(tmp_path, fashion_root, no_system
     assert all(row["runs"] == 2 and row["runs_per_hour"] > 0 for row in measured["rows"])
     assert set(measured["top1_pct_by_jobs"]["1"]) == {"resnet20 seed 0", "resnet20 seed 1"}
     assert not (REPO / "results" / "perf" / "gpu-jobs-tiny.json").exists()
+
+
+def test_gpu_check_leaves_out_a_seed_the_throughput_step_says_will_not_fit(tmp_path, monkeypatch, capsys):
+    """The --jobs 1 throughput runs took 20 s each for 2 epochs: a 15-epoch seed needs ~150 s, more than
+    the 140 s left, so no seed starts (a started one would only time out)."""
+    from bench.commands import gpu_check
+
+    monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu_check.torch.cuda, "get_device_name", lambda *a: "a stub GPU")
+    monkeypatch.setattr(gpu_check, "perf_train", lambda out, root, amp, det: ("measured", ""))
+    monkeypatch.setattr(gpu_check, "perf_gated", lambda out, model, batch: ("measured", ""))
+
+    def throughput(args, perf_dir, timeout):
+        perf_dir.mkdir(parents=True, exist_ok=True)
+        rows = [{"jobs": 1, "runs": 4, "wall_s": 80.0, "runs_per_hour": 180.0}]
+        (perf_dir / "gpu-jobs-fashion_gpu.json").write_text(json.dumps({"rows": rows, "epochs_per_run": 2}))
+        return "measured", ""
+
+    monkeypatch.setattr(gpu_check, "throughput", throughput)
+    monkeypatch.setattr(gpu_check, "run_suite", lambda *a: pytest.fail("a seed that cannot fit started"))
+    assert gpu_check.main(["--budget", "140", "--skip-tests", "--out", str(tmp_path)]) == 0
+    steps = json.loads((tmp_path / "perf/gpu-check.json").read_text())["steps"]
+    assert [s["status"] for s in steps if s["step"].startswith("fashion_gpu")] == ["left out"] * 3
+    assert "needs ~150 s" in capsys.readouterr().out

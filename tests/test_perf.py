@@ -94,18 +94,26 @@ def test_perf_suite_splits_the_wall_time_by_stage(tmp_path, fashion_root, no_sys
 
 def test_perf_markdown_renders_every_benchmark(tmp_path):
     ctx = {"load_average": [1.5, 1, 1], "date": "2026-11-23T20:00:00+00:00"}
+    cpu = {"environment": {"device": "cpu", "device_name": "AMD EPYC"}}
+    gpu = {"environment": {"device": "cuda", "device_name": "NVIDIA H200"}}
     (tmp_path / "train-resnet20.json").write_text(
         json.dumps(
             {
                 "benchmark": "train",
                 "model": "resnet20",
-                "train_config": {"batch_size": 64},
+                "train_config": {
+                    "batch_size": 64,
+                    "amp": True,
+                    "channels_last": True,
+                    "deterministic": False,
+                },
                 "steps": 30,
                 "num_threads": 2,
                 "harness_median": 500.0,
                 "bare_median": 510.0,
                 "ratio_median": 0.98,
                 **ctx,
+                **gpu,
             }
         )
     )
@@ -125,14 +133,31 @@ def test_perf_markdown_renders_every_benchmark(tmp_path):
                 "dense_over_sparse_open": 1.1,
                 "num_threads": 2,
                 **ctx,
+                **cpu,
+            }
+        )
+    )
+    (tmp_path / "gpu-jobs-fashion_gpu.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "jobs",
+                "suite": "fashion_gpu",
+                "model": "resnet20",
+                "epochs_per_run": 2,
+                "rows": [{"jobs": 1, "runs": 4, "wall_s": 88.5, "runs_per_hour": 162.7}],
+                "top1_identical_across_jobs": True,
+                **ctx,
+                **gpu,
             }
         )
     )
     md = perf_markdown(tmp_path)
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines() if line.startswith("| ")]
-    assert ["resnet20", "64", "30", "2", "500", "510", "0.980"] in [r[:7] for r in rows]
+    train = ["resnet20", "cuda (NVIDIA H200)", "AMP, channels_last, fast mode", "64", "30", "2", "500", "510"]
+    assert [*train, "0.980"] in [r[:9] for r in rows]
     gated = [
         "bas_resnet56",
+        "AMD EPYC",
         "3×32×32",
         "1",
         "50%",
@@ -146,6 +171,8 @@ def test_perf_markdown_renders_every_benchmark(tmp_path):
         "–",
         "2",
     ]
-    assert gated in [r[:13] for r in rows]  # results written before the interleaved timing show "–" there
+    assert gated in [r[:14] for r in rows]  # results written before the interleaved timing show "–" there
+    jobs = ["fashion_gpu", "resnet20", "cuda (NVIDIA H200)", "2", "1", "4", "88.5", "163", "yes"]
+    assert jobs in [r[:9] for r in rows]
     assert "load 1.5" in md
     assert perf_markdown(tmp_path / "empty") == ""

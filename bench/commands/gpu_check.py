@@ -192,7 +192,10 @@ def throughput(args: argparse.Namespace, perf_dir: Path, timeout: float) -> tupl
             }
         )
     same = len({tuple(sorted(t.items())) for t in top1.values()}) == 1
+    from bench.commands.perf import measurement_context
+
     result = {
+        "benchmark": "jobs",
         "model": args.models[0],
         "suite": args.suite,
         "epochs_per_run": args.jobs_epochs,
@@ -202,12 +205,27 @@ def throughput(args: argparse.Namespace, perf_dir: Path, timeout: float) -> tupl
             str(j): {f"{m} seed {s}": v for (m, s), v in t.items()} for j, t in top1.items()
         },
         "top1_identical_across_jobs": same,
+        **measurement_context(args.device),
     }
     perf_dir.mkdir(parents=True, exist_ok=True)
     path = perf_dir / f"gpu-jobs-{Path(args.suite).stem}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     rates = ", ".join(f"--jobs {r['jobs']}: {r['runs_per_hour']:.0f} runs/h" for r in rows)
     return ("measured" if same else "failed"), f"{rates}; top-1 identical across N: {same} -> {path}"
+
+
+def seed_estimate(args: argparse.Namespace, perf_dir: Path) -> float:
+    """Seconds one seed of the suite will take, from the throughput step's --jobs 1 runs scaled by epochs
+    (an over-estimate: a run's fixed costs scale too); 0 where that step measured nothing."""
+    from bench.engine.config import load_suite
+
+    try:
+        measured = json.loads((perf_dir / f"gpu-jobs-{Path(args.suite).stem}.json").read_text())
+        one = next(row for row in measured["rows"] if row["jobs"] == 1)
+    except (OSError, ValueError, KeyError, StopIteration):
+        return 0.0
+    epochs = args.epochs or load_suite(args.suite).train.epochs
+    return one["wall_s"] / one["runs"] * epochs / measured["epochs_per_run"] * len(args.models)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,16 +255,16 @@ def main(argv: list[str] | None = None) -> int:
             )
     step = f"throughput bench run --jobs {','.join(map(str, args.jobs))} ({args.jobs_epochs} epochs a run)"
     _timed(summary, step, lambda: throughput(args, perf_dir, timeout=max(60.0, left() / 2)))
-    last_seed_s = 0.0
+    seed_s = seed_estimate(args, perf_dir)  # then the last seed's own time
     epochs = f"{args.epochs} epochs" if args.epochs else "the suite's epochs"
     for seed in args.seeds:
         step = f"{args.suite} {','.join(args.models)} seed {seed} ({epochs})"
-        if left() < 30 or (last_seed_s and last_seed_s > left()):
-            summary.add(step, "left out", 0.0, f"{left():.0f} s of the budget left")
+        if left() < 30 or seed_s > left():
+            summary.add(step, "left out", 0.0, f"needs ~{seed_s:.0f} s, {left():.0f} s of the budget left")
             continue
         t0 = time.perf_counter()
         _timed(summary, step, lambda seed=seed: run_suite(args, seed, timeout=max(30.0, left())))
-        last_seed_s = time.perf_counter() - t0
+        seed_s = time.perf_counter() - t0
     total = time.perf_counter() - start
     perf_dir.mkdir(parents=True, exist_ok=True)
     record = {

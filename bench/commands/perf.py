@@ -132,14 +132,15 @@ def bench_store(records: int = 10_000, appends: int = 20, log=print) -> dict:
         "append_ms_min": times[0],
         "append_ms_max": times[-1],
         "append_ms_all": [round(t, 3) for t in times],
-        **_context(),
+        **measurement_context(),
     }
 
 
 # --- common ------------------------------------------------------------------------------------------
 
 
-def _context(device: str = "cpu") -> dict:
+def measurement_context(device: str = "cpu") -> dict:
+    """Where and when a benchmark ran: the environment (device, versions, commit), the load, the date."""
     return {
         "environment": environment(device),
         "malloc_tuned": malloc_tuned(),
@@ -328,7 +329,7 @@ def bench_train(
         "bare_median": statistics.median(bare),
         "ratio_median": statistics.median(ratios),
         "bare_loop": "in-memory normalised float images, same augmentation functions, plain SGD, aux losses",
-        **_context(device),
+        **measurement_context(device),
     }
 
 
@@ -393,7 +394,7 @@ def bench_precision(
         "repeats": repeats,
         "num_threads": n_threads,
         "timed": "images/s of the harness's training loop (train_images_per_s), after one untimed round",
-        **_context("cpu"),
+        **measurement_context("cpu"),
     }
 
 
@@ -567,7 +568,7 @@ def bench_gated(
         "num_threads": n_threads,
         "min_run_time_s": min_run_time_s,
         "repeats": repeats,
-        **_context(device),
+        **measurement_context(device),
     }
 
 
@@ -697,7 +698,7 @@ def bench_suite(
         },
         "per_run_s": per_run,
         "budget_s": 15 * 60 if suite.name == "quick" else None,
-        **_context(),
+        **measurement_context(),
     }
 
 

@@ -31,6 +31,21 @@ def _when(r: dict) -> str:
     return f"{r.get('date', '?')[:16]} · load {load[0]}"
 
 
+def _device(r: dict) -> str:
+    """Where a benchmark ran: the CPU's name, or `cuda (GPU name)`."""
+    env = r.get("environment") or {}
+    name = env.get("device_name") or r.get("device_name") or "?"
+    return name if env.get("device", "cpu") == "cpu" else f"{env['device']} ({name})"
+
+
+def _precision(train_config: dict) -> str:
+    """The train config's numerics switches: AMP, memory format, and the fast (not deterministic) mode."""
+    facts = ["AMP" if train_config.get("amp") else "fp32"]
+    facts += ["channels_last"] if train_config.get("channels_last") else []
+    facts += [] if train_config.get("deterministic", True) else ["fast mode"]
+    return ", ".join(facts)
+
+
 TRAIN_FORMATS = {"harness img/s": "{:.0f}", "bare img/s": "{:.0f}", "harness / bare": "{:.3f}"}
 
 
@@ -38,6 +53,8 @@ def _train_rows(results: list[dict]) -> list[dict]:
     return [
         {
             "model": r["model"],
+            "device": _device(r),
+            "precision": _precision(r["train_config"]),
             "batch": r["train_config"]["batch_size"],
             "steps": r["steps"],
             "threads": r["num_threads"],
@@ -69,6 +86,7 @@ def _gated_rows(results: list[dict]) -> list[dict]:
     return [
         {
             "model": r["model"],
+            "device": _device(r),
             "input": "×".join(map(str, r["input_shape"])),
             "batch": r["batch_size"],
             "closed gates": 100 * r["closed_gate_fraction"],
@@ -115,6 +133,28 @@ def _suite_rows(results: list[dict]) -> list[dict]:
     ]
 
 
+JOBS_FORMATS = {"wall s": "{:.1f}", "runs per hour": "{:.0f}"}
+
+
+def _jobs_rows(results: list[dict]) -> list[dict]:
+    return [
+        {
+            "suite": r["suite"],
+            "model": r["model"],
+            "device": _device(r),
+            "epochs a run": r["epochs_per_run"],
+            "--jobs": row["jobs"],
+            "runs": row["runs"],
+            "wall s": row["wall_s"],
+            "runs per hour": row["runs_per_hour"],
+            "top-1 same at every N": "yes" if r["top1_identical_across_jobs"] else "no",
+            "measured": _when(r),
+        }
+        for r in results
+        for row in r["rows"]
+    ]
+
+
 STORE_FORMATS = {"store MB": "{:.1f}", "append ms, median": "{:.1f}", "min": "{:.1f}", "max": "{:.1f}"}
 
 
@@ -133,17 +173,17 @@ def _store_rows(results: list[dict]) -> list[dict]:
     ]
 
 
-SECTIONS = [  # kind, heading, introduction (lines), rows, column formats
+SECTIONS = [  # kind, heading (with the command that measures it), introduction (lines), rows, column formats
     (
         "train",
-        "Training throughput: harness loop vs bare PyTorch loop",
+        "Training throughput: harness loop vs bare PyTorch loop (`bench perf train`)",
         [],
         _train_rows,
         TRAIN_FORMATS,
     ),
     (
         "gated",
-        "Sparse inference of gated models",
+        "Sparse inference of gated models (`bench perf gated`)",
         [
             "MAC ratio = static / executed MACs; realised = masked dense latency / sparse latency; "
             "folding = dense / sparse path with every gate open (what BatchNorm folding alone buys).",
@@ -155,10 +195,21 @@ SECTIONS = [  # kind, heading, introduction (lines), rows, column formats
         _gated_rows,
         GATED_FORMATS,
     ),
-    ("suite", "Suite wall time by stage", [], _suite_rows, SUITE_FORMATS),
+    ("suite", "Suite wall time by stage (`bench perf suite`)", [], _suite_rows, SUITE_FORMATS),
+    (
+        "jobs",
+        "Runs per hour of a suite with `bench run --jobs N` (`make gpu-check`)",
+        [
+            "The same short runs (max N seeds of one model) at each N, each into its own scratch store "
+            "(`make gpu-check`'s throughput step); their top-1 values must not depend on N.",
+            "",
+        ],
+        _jobs_rows,
+        JOBS_FORMATS,
+    ),
     (
         "store",
-        "Appending one record to a large store",
+        "Appending one record to a large store (`bench perf store`)",
         ["An append writes to the end of the store file: its cost does not grow with the store.", ""],
         _store_rows,
         STORE_FORMATS,
@@ -173,7 +224,8 @@ def perf_markdown(results_dir: str | Path) -> str:
         return ""
     lines = ["## Performance of the harness", ""]
     lines.append(
-        "Measured on a shared CPU; each ratio comes from one process, its repeats alternated. "
+        "Measured on the device each row names (a shared CPU unless it says cuda); each ratio comes "
+        "from one process, its repeats alternated. "
         "Load is the 1-minute load average when the benchmark finished."
     )
     of = {kind: [r for r in results if r.get("benchmark") == kind] for kind, *_ in SECTIONS}
@@ -181,7 +233,7 @@ def perf_markdown(results_dir: str | Path) -> str:
         if of[kind]:
             lines += [
                 "",
-                f"### {heading} (`bench perf {kind}`)",
+                f"### {heading}",
                 "",
                 *intro,
                 markdown_table(rows(of[kind]), formats),
