@@ -276,28 +276,6 @@ def test_gpu_check_runs_every_step_and_the_seeds_that_fit_its_budget(tmp_path, m
     assert "| step" in capsys.readouterr().out  # the one table
 
 
-@pytest.mark.slow
-def test_gpu_checks_throughput_step_on_the_cpu(tmp_path, fashion_root, no_system_data, monkeypatch):
-    """The throughput step's own code, on the CPU (on a GPU node the runs get --device cuda): --jobs 1 and 2
-    over the same two short runs, each into its own scratch store, give the same top-1 values."""
-    from bench.commands import gpu_check
-    from tests.helpers import write_suite
-
-    monkeypatch.chdir(REPO)  # `python -m bench` from the repository, as make gpu-check runs it
-    suite = write_suite(tmp_path, seeds=(0, 1))
-    args = gpu_check.parse(
-        ["--device", "cpu", "--suite", str(suite), "--data-root", str(fashion_root), "--jobs", "1,2"]
-        + ["--jobs-epochs", "1"]
-    )
-    status, result = gpu_check.throughput(args, tmp_path / "perf", timeout=600)
-    assert status == "measured", result
-    measured = json.loads((tmp_path / "perf" / "gpu-jobs-tiny.json").read_text())
-    assert [row["jobs"] for row in measured["rows"]] == [1, 2] and measured["top1_identical_across_jobs"]
-    assert all(row["runs"] == 2 and row["runs_per_hour"] > 0 for row in measured["rows"])
-    assert set(measured["top1_pct_by_jobs"]["1"]) == {"resnet20 seed 0", "resnet20 seed 1"}
-    assert not (REPO / "results" / "perf" / "gpu-jobs-tiny.json").exists()
-
-
 def test_gpu_check_leaves_out_a_seed_the_throughput_step_says_will_not_fit(tmp_path, monkeypatch, capsys):
     """The --jobs 1 throughput runs took 20 s each for 2 epochs: a 15-epoch seed needs ~150 s, more than
     the 140 s left, so no seed starts (a started one would only time out)."""

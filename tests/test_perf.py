@@ -172,7 +172,21 @@ def test_perf_markdown_renders_every_benchmark(tmp_path):
         "2",
     ]
     assert gated in [r[:14] for r in rows]  # results written before the interleaved timing show "–" there
-    jobs = ["fashion_gpu", "resnet20", "cuda (NVIDIA H200)", "2", "1", "4", "88.5", "163", "yes"]
-    assert jobs in [r[:9] for r in rows]
+    jobs = ["fashion_gpu", "resnet20", "cuda (NVIDIA H200)", "2", "–", "1", "4", "88.5", "163", "yes"]
+    assert jobs in [r[:10] for r in rows]
     assert "load 1.5" in md
     assert perf_markdown(tmp_path / "empty") == ""
+
+
+@pytest.mark.slow
+def test_perf_jobs_runs_the_same_runs_at_each_n_and_their_top1_agree(tmp_path, fashion_root, no_system_data):
+    """`bench perf jobs` on the CPU (make gpu-check runs it on the GPU): --jobs 1 and 2 over the same two
+    one-epoch runs, one thread each, each N into its own scratch store; the JSON says runs per hour."""
+    suite = write_suite(tmp_path, seeds=(0, 1))
+    args = ["perf", "jobs", "--suite", str(suite), "--jobs", "1,2", "--threads-per-job", "1"]
+    assert main([*args, "--data-root", str(fashion_root), "--out", str(tmp_path / "perf")]) == 0
+    measured = json.loads((tmp_path / "perf" / "jobs-tiny-cpu.json").read_text())
+    assert [row["jobs"] for row in measured["rows"]] == [1, 2] and measured["top1_identical_across_jobs"]
+    assert all(row["runs"] == 2 and row["runs_per_hour"] > 0 for row in measured["rows"])
+    assert set(measured["top1_pct_by_jobs"]["1"]) == {"resnet20 seed 0", "resnet20 seed 1"}
+    assert measured["threads_per_job"] == 1 and measured["environment"]["device"] == "cpu"

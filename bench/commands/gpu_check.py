@@ -19,7 +19,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,7 +54,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=540.0, help="seconds for the whole check (default: 540)")
     p.add_argument("--out", default="results", help="the result store; perf JSON goes to OUT/perf")
     p.add_argument("--skip-tests", action="store_true", help="leave out the CUDA tests")
-    p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: the tests' CPU twin of the runs
     return p.parse_args(argv)
 
 
@@ -131,20 +129,13 @@ def perf_gated(out: Path, model: str, batch_size: int) -> tuple[str, str]:
     )
 
 
-def _bench_run(
-    args: argparse.Namespace, seeds: list[int], out: str, timeout: float, extra=()
-) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "bench", "run", "--suite", args.suite, "--device", args.device]
-    command += ["--models", ",".join(args.models), "--seeds", ",".join(map(str, seeds)), "--out", out]
-    command += ["--no-progress", *extra]
-    command += ["--data-root", args.data_root] if args.data_root else []
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-
-
 def run_suite(args: argparse.Namespace, seed: int, timeout: float) -> tuple[str, str]:
-    extra = ["--epochs", str(args.epochs)] if args.epochs else []
+    command = [sys.executable, "-m", "bench", "run", "--suite", args.suite, "--device", "cuda"]
+    command += ["--models", ",".join(args.models), "--seeds", str(seed), "--out", args.out, "--no-progress"]
+    command += ["--epochs", str(args.epochs)] if args.epochs else []
+    command += ["--data-root", args.data_root] if args.data_root else []
     try:
-        out = _bench_run(args, [seed], args.out, timeout, extra)
+        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return (
             "timed out",
@@ -155,62 +146,23 @@ def run_suite(args: argparse.Namespace, seed: int, timeout: float) -> tuple[str,
     return ("stored" if out.returncode == 0 else "failed"), (lines[-1] if lines else out.stderr[-200:])
 
 
-def _top1_by_run(store: Path) -> dict[tuple[str, int], float]:
-    from bench.store.results import ResultStore
-
-    return {(r.model, r.seed): r.metrics.top1_pct for r in ResultStore(store).read()}
-
-
 def throughput(args: argparse.Namespace, perf_dir: Path, timeout: float) -> tuple[str, str]:
-    """Runs per hour of `bench run --jobs N` for each N, on short runs (--jobs-epochs) into scratch stores
-    (the same runs at each N: max(N) seeds of the first model); their top-1 values must not depend on N."""
-    seeds = list(range(max(args.jobs)))
-    rows, top1 = [], {}
-    for jobs in args.jobs:
-        with tempfile.TemporaryDirectory(prefix=f"gpu-check-jobs{jobs}-") as scratch:
-            start = time.perf_counter()
-            extra = ["--epochs", str(args.jobs_epochs), "--jobs", str(jobs)]
-            extra += ["--leaderboard-dir", f"{scratch}/lb", "--work-dir", f"{scratch}/runs"]
-            out = _bench_run(
-                argparse.Namespace(**{**vars(args), "models": args.models[:1]}),
-                seeds,
-                scratch,
-                timeout,
-                extra,
-            )
-            wall = time.perf_counter() - start
-            if out.returncode != 0:
-                print(out.stdout[-2000:], out.stderr[-2000:], sep="\n", flush=True)
-                return "failed", f"--jobs {jobs}: exit {out.returncode}: {out.stderr.strip()[-200:]}"
-            top1[jobs] = _top1_by_run(Path(scratch))
-        rows.append(
-            {
-                "jobs": jobs,
-                "runs": len(seeds),
-                "wall_s": round(wall, 1),
-                "runs_per_hour": round(len(seeds) * 3600 / wall, 1),
-            }
-        )
-    same = len({tuple(sorted(t.items())) for t in top1.values()}) == 1
-    from bench.commands.perf import measurement_context
+    """`bench perf jobs` on the GPU: runs per hour of `bench run --jobs N` for each N (--jobs-epochs
+    runs of the first model), their top-1 values compared across N."""
+    from bench.commands.perf import bench_jobs, write_result
 
-    result = {
-        "benchmark": "jobs",
-        "model": args.models[0],
-        "suite": args.suite,
-        "epochs_per_run": args.jobs_epochs,
-        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
-        "rows": rows,
-        "top1_pct_by_jobs": {
-            str(j): {f"{m} seed {s}": v for (m, s), v in t.items()} for j, t in top1.items()
-        },
-        "top1_identical_across_jobs": same,
-        **measurement_context(args.device),
-    }
-    perf_dir.mkdir(parents=True, exist_ok=True)
-    path = perf_dir / f"gpu-jobs-{Path(args.suite).stem}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    rates = ", ".join(f"--jobs {r['jobs']}: {r['runs_per_hour']:.0f} runs/h" for r in rows)
+    r = bench_jobs(
+        args.suite,
+        model=args.models[0],
+        jobs=args.jobs,
+        epochs=args.jobs_epochs,
+        data_root=args.data_root,
+        device="cuda",
+        timeout=timeout,
+    )
+    path = write_result(r, perf_dir, "gpu-jobs", Path(args.suite).stem)
+    rates = ", ".join(f"--jobs {row['jobs']}: {row['runs_per_hour']:.0f} runs/h" for row in r["rows"])
+    same = r["top1_identical_across_jobs"]
     return ("measured" if same else "failed"), f"{rates}; top-1 identical across N: {same} -> {path}"
 
 

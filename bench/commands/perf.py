@@ -702,6 +702,69 @@ def bench_suite(
     }
 
 
+def bench_jobs(
+    suite_name: str,
+    *,
+    model: str,
+    jobs: list[int],
+    epochs: int,
+    data_root: str | None = None,
+    device: str = "cpu",
+    threads_per_job: int | None = None,
+    timeout: float | None = None,
+    log=print,
+) -> dict:
+    """Runs per hour of `bench run --jobs N` for each N: the same max(N) runs (seeds 0.. of `model`, `epochs`
+    each) at every N, each N in its own `bench run` process and scratch store, timed end to end. Their
+    top-1 values must not depend on N (on the CPU, at the same threads per run)."""
+    import subprocess
+    import sys
+
+    from bench.store.results import ResultStore
+
+    seeds = list(range(max(jobs)))
+    rows, top1 = [], {}
+    for n in jobs:
+        with tempfile.TemporaryDirectory(prefix=f"bench-perf-jobs{n}-") as scratch:
+            command = [sys.executable, "-m", "bench", "run", "--suite", suite_name, "--device", device]
+            command += ["--models", model, "--seeds", ",".join(map(str, seeds)), "--epochs", str(epochs)]
+            command += ["--jobs", str(n), "--out", f"{scratch}/results", "--no-progress"]
+            command += ["--leaderboard-dir", f"{scratch}/lb", "--work-dir", f"{scratch}/runs"]
+            command += ["--threads-per-job", str(threads_per_job)] if threads_per_job else []
+            command += ["--data-root", data_root] if data_root else []
+            start = time.perf_counter()
+            out = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            wall = time.perf_counter() - start
+            if out.returncode != 0:
+                raise RuntimeError(
+                    f"bench run --jobs {n} failed (exit {out.returncode}): {out.stderr[-500:]}"
+                )
+            top1[n] = {
+                f"{r.model} seed {r.seed}": r.metrics.top1_pct
+                for r in ResultStore(f"{scratch}/results").read()
+            }
+        rows.append(
+            {
+                "jobs": n,
+                "runs": len(seeds),
+                "wall_s": round(wall, 1),
+                "runs_per_hour": round(len(seeds) * 3600 / wall, 1),
+            }
+        )
+        log(f"  --jobs {n}: {len(seeds)} runs in {wall:.1f} s, {rows[-1]['runs_per_hour']:.0f} runs per hour")
+    return {
+        "benchmark": "jobs",
+        "suite": Path(suite_name).stem,
+        "model": model,
+        "epochs_per_run": epochs,
+        "threads_per_job": threads_per_job,
+        "rows": rows,
+        "top1_pct_by_jobs": {str(n): t for n, t in top1.items()},
+        "top1_identical_across_jobs": len({tuple(sorted(t.items())) for t in top1.values()}) == 1,
+        **measurement_context(device),
+    }
+
+
 # --- command line ------------------------------------------------------------------------------------------
 
 
@@ -713,7 +776,7 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 
 def add_parser(sub) -> None:
-    """The `bench perf` subcommand and its `train`, `gated`, `suite` commands."""
+    """The `bench perf` subcommand and its `train`, `gated`, `suite`, `jobs`, `store` commands."""
     p = sub.add_parser("perf", help="performance of the harness: training loop, sparse inference, suite time")
     perf = p.add_subparsers(dest="perf_command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -761,6 +824,20 @@ def add_parser(sub) -> None:
     q.add_argument("--models", type=lambda t: [m for m in t.split(",") if m], help="comma-separated subset")
     q.add_argument("--epochs", type=int)
     q.add_argument("--data-root")
+    q.set_defaults(func=cmd_perf)
+
+    q = perf.add_parser("jobs", parents=[common], help="runs per hour of bench run --jobs N, for each N")
+    q.add_argument("--suite", default="quick")
+    q.add_argument(
+        "--model", default="resnet20", help="the model whose seeds 0.. are run (default: resnet20)"
+    )
+    q.add_argument(
+        "--jobs", type=lambda t: [int(v) for v in t.split(",") if v], default=[1, 2], help="e.g. 1,2"
+    )
+    q.add_argument("--epochs", type=int, default=1, help="epochs of each run (default: 1)")
+    q.add_argument("--threads-per-job", type=int, help="torch threads of each run (default: cores // N)")
+    q.add_argument("--data-root")
+    q.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     q.set_defaults(func=cmd_perf)
 
     q = perf.add_parser("store", parents=[common], help="time of one append to a store of many records")
@@ -838,6 +915,14 @@ def cmd_perf(args: argparse.Namespace) -> None:
             f"(median of {r['appends']}; min {r['append_ms_min']:.1f}, max {r['append_ms_max']:.1f})"
         )
         name = f"{r['records']}records"
+    elif kind == "jobs":
+        if min(args.jobs, default=0) < 1:
+            raise ValueError("--jobs takes N >= 1, e.g. --jobs 1,2")
+        options = ("model", "jobs", "epochs", "data_root", "device", "threads_per_job")
+        r = bench_jobs(args.suite, **{k: getattr(args, k) for k in options})
+        same = "identical" if r["top1_identical_across_jobs"] else "DIFFERENT"
+        print(f"{r['suite']}: top-1 values {same} across --jobs {','.join(map(str, args.jobs))}")
+        name = f"{r['suite']}-{args.device}"
     else:
         r = bench_suite(
             args.suite, models=args.models, epochs=args.epochs, data_root=args.data_root, threads=args.threads

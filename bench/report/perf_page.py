@@ -143,6 +143,7 @@ def _jobs_rows(results: list[dict]) -> list[dict]:
             "model": r["model"],
             "device": _device(r),
             "epochs a run": r["epochs_per_run"],
+            "threads a run": r.get("threads_per_job") or "–",
             "--jobs": row["jobs"],
             "runs": row["runs"],
             "wall s": row["wall_s"],
@@ -198,10 +199,10 @@ SECTIONS = [  # kind, heading (with the command that measures it), introduction 
     ("suite", "Suite wall time by stage (`bench perf suite`)", [], _suite_rows, SUITE_FORMATS),
     (
         "jobs",
-        "Runs per hour of a suite with `bench run --jobs N` (`make gpu-check`)",
+        "Runs per hour of a suite with `bench run --jobs N` (`bench perf jobs`)",
         [
             "The same short runs (max N seeds of one model) at each N, each into its own scratch store "
-            "(`make gpu-check`'s throughput step); their top-1 values must not depend on N.",
+            "(on a GPU, `make gpu-check` runs it); their top-1 values must not depend on N.",
             "",
         ],
         _jobs_rows,
