@@ -441,3 +441,28 @@ def test_cpu_numbers_do_not_change_with_the_mode(numerics_restored):
         cfg = dataclasses.replace(CFG, epochs=1, checkpoint_every_steps=0, deterministic=deterministic)
         histories.append(train(tiny_net(), tiny_data(), cfg, seed=0, progress=False).history)
     assert histories[0] == histories[1]
+
+
+def test_the_device_loader_copies_a_pass_of_draws_to_its_device_once_not_every_step(monkeypatch):
+    """A copy from the CPU to a GPU makes the step wait for the GPU: the shuffled order, the crop offsets
+    (rows, columns) and the flips go to the device once a pass, whatever the number of batches."""
+    from bench.data import DeviceLoader
+
+    data = tiny_data()
+    loader = DeviceLoader(
+        data.train_images, data.train_labels, 8, (0.5,), (0.25,), device="meta", shuffle=True, crop_padding=1
+    )
+    loader.flip = True
+    copies = []
+    original = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        moved = original(self, *args, **kwargs)
+        if self.device.type == "cpu" and moved.device.type == "meta":
+            copies.append(tuple(self.shape))
+        return moved
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    batches = list(loader)
+    assert len(batches) == len(loader) > 4 and all(x.device.type == "meta" for x, _ in batches)
+    assert len(copies) == 4, copies  # order, rows, columns, flips

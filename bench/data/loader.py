@@ -123,23 +123,32 @@ class DeviceLoader:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         n = len(self.labels)
         order = torch.randperm(n, generator=generator).to(self.device) if self.shuffle else None
-        first, self.first = self.first, 0
-        for i in range(len(self)):
+        dy, dx, flip = self._draws(n, generator)
+        first, self.first = self.first, 0  # batches before `first` ran before an interruption
+        for i in range(first, len(self)):
             start, stop = i * self.batch_size, min(n, (i + 1) * self.batch_size)
-            if i < first:  # a batch that ran before the interruption: its draws only
-                if self.crop_padding:
-                    crop_offsets(stop - start, self.crop_padding, generator)
-                if self.flip:
-                    flips(stop - start, generator)
-                continue
-            mine = slice(self.rank * self.share, min(stop - start, (self.rank + 1) * self.share))
-            index = slice(start + mine.start, start + mine.stop)
-            if order is not None:
-                index = order[index]
+            # this rank's share of the batch; crops and flips were drawn for the whole batch, as in one process
+            mine = slice(start + self.rank * self.share, min(stop, start + (self.rank + 1) * self.share))
+            index = mine if order is None else order[mine]
             x = self.images[index]
-            if self.crop_padding:  # drawn for the whole batch, as in one process, then sliced
-                dy, dx = crop_offsets(stop - start, self.crop_padding, generator)
-                x = crop_at(x, self.crop_padding, dy[mine].to(self.device), dx[mine].to(self.device))
+            if self.crop_padding:
+                x = crop_at(x, self.crop_padding, dy[mine], dx[mine])
             if self.flip:
-                x = flip_where(x, flips(stop - start, generator)[mine].to(self.device))
+                x = flip_where(x, flip[mine])
             yield x.float() * self.scale + self.shift, self.labels[index]
+
+    def _draws(
+        self, n: int, generator: torch.Generator
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """A pass's crop offsets (rows, columns) and flips, drawn batch by batch as the pass uses them, then
+        moved to the device in one copy each: a copy per step would make every step wait for the GPU."""
+        rows, cols, flipped = [], [], []
+        for i in range(len(self)):
+            size = min(n, (i + 1) * self.batch_size) - i * self.batch_size
+            if self.crop_padding:
+                dy, dx = crop_offsets(size, self.crop_padding, generator)
+                rows.append(dy)
+                cols.append(dx)
+            if self.flip:
+                flipped.append(flips(size, generator))
+        return tuple(torch.cat(parts).to(self.device) if parts else None for parts in (rows, cols, flipped))
