@@ -5,14 +5,14 @@ at 50 steps, 160 s of perf gated and 146 s of perf jobs; one 15-epoch seed of fa
     python -m bench.commands.gpu_check [--data-root DIR] [--models resnet20] [--seeds 0,1,2]
                                        [--epochs N] [--budget 570]
 
-In order: the CUDA tests (`pytest -m cuda`), `bench perf train` on the GPU (plain, then AMP +
-channels_last, then that in the fast mode: what determinism costs), `bench perf gated` on the GPU at batch 1 and 64, the suite's throughput in runs per hour
-with `bench run --jobs 1` and `--jobs 4` (short runs into a scratch store, whose top-1 values must agree),
-then the `fashion_gpu` suite (the fashion suite's schedule) on the GPU, one seed at a time for as long as
-the time budget allows (a seed that would not fit is left out and said so). Writes results/perf/gpu-*.json
-(one per benchmark, plus gpu-check.json, the summary; the tests' output in gpu-tests.log), the suite's
-records into the store under results/ (and its leaderboard page), and prints one summary table. Without
-CUDA it prints one line and exits 1 at once.
+In order: the CUDA tests (`pytest -m cuda`); `bench perf train` on the GPU (float32, AMP + channels_last,
+and that in the fast mode: what determinism costs); `bench perf gated` on the GPU at batch 1 and 64;
+`bench perf jobs` on the GPU (runs per hour of `bench run --jobs 1` and `--jobs 4`, short runs into
+scratch stores whose top-1 values must agree); then the `fashion_gpu` suite (the fashion suite's
+schedule) on the GPU, one seed at a time for as long as the time budget allows (a seed that would not fit
+is left out and said so). Writes results/perf/gpu-*.json (one per benchmark, plus gpu-check.json, the
+summary; the tests' output in gpu-tests.log), the suite's records into the store under results/ (and its
+leaderboard page), and prints one summary table. Without CUDA it prints one line and exits 1 at once.
 """
 
 from __future__ import annotations
