@@ -265,3 +265,23 @@ def test_a_control_suite_compares_its_models_with_the_suite_it_controls_seed_by_
     assert f"seeds 0, 1: `fashion_fp32` 64.10 ± 0.14, `fashion` {sum(bf16_top1) / 2:.2f} ± 0.14" in section
     assert f"{verdict} the spread over seeds (0.14)" in section
     assert "## Against" not in (tmp_path / "lb" / "fashion.md").read_text()  # only the control compares
+    assert "Device (" not in section  # both sides ran on the same device
+
+
+def test_a_control_on_another_device_shows_each_sides_device(tmp_path):
+    from tests.test_results import TRAINING, record_body
+
+    on_gpu = {**record_body()["environment"], "device": "cuda", "device_name": "NVIDIA H200"}
+    bf16 = {**TRAINING, "amp_dtype": "bfloat16", "channels_last": True}
+    store = ResultStore(tmp_path / "results")  # the built-in fashion_gpu declares control_of = "fashion"
+    store.append([make_record(s, "fashion_gpu", 64.0, training=bf16, environment=on_gpu) for s in (0, 1)])
+    store.append([make_record(s, "fashion", 64.2, training=bf16) for s in (0, 1)])
+    write_leaderboard(store, tmp_path / "lb")
+    section = (tmp_path / "lb" / "fashion_gpu.md").read_text().split("## Against `fashion`")[1]
+    rows = [
+        [c.strip() for c in line.split("|")[1:-1]]
+        for line in section.splitlines()
+        if "| fashion_mnist" in line
+    ]
+    assert [row[8:] for row in rows] == [["cuda (NVIDIA H200)", "cpu"]] * 2
+    assert "the Device cells: where it ran" in section

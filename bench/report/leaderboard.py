@@ -425,9 +425,14 @@ def control_markdown(suite: str, records: list[Record], other: str, other_record
         return lines + [
             f"_no model of this suite has runs in both {code_span(suite)} and {code_span(other)} yet_"
         ]
+    # the device, where the suites differ in it (a GPU run against the CPU's), has cells of its own
+    devices_differ = any(
+        _device(r) != _device(o) for key in pairs for r in mine[key].values() for o in theirs[key].values()
+    )
     lines += [
         f"The models both suites ran, per seed (our measured runs). Each side trains as its records "
-        f"state (the Training cells: processes × batch, AMP dtype (none: float32), memory format). "
+        f"state (the Training cells: processes × batch, AMP dtype (none: float32), memory format"
+        f"{'; the Device cells: where it ran' if devices_differ else ''}). "
         f"Δ is {code_span(other)} minus {code_span(suite)}; the verdict compares the difference of the "
         "means on the seeds both ran with the larger standard deviation over those seeds.",
         "",
@@ -451,6 +456,11 @@ def control_markdown(suite: str, records: list[Record], other: str, other_record
                     f"Training ({suite})": _training(a) if a else None,
                     f"Training ({other})": _training(b) if b else None,
                 }
+                | (
+                    {f"Device ({suite})": a and _device(a), f"Device ({other})": b and _device(b)}
+                    if devices_differ
+                    else {}
+                )
             )
         both = sorted(ours.keys() & others.keys())
         if len(both) < 2:
