@@ -234,6 +234,15 @@ def test_a_submissions_model_info_does_not_replace_the_built_in_models_notes(tmp
     assert re.search(r'- `resnet20` in `[0-9a-f]{16}`, submitted by aaa: `\{"block": "theirs"\}`', submitted)
 
 
+def _control_rows(section: str) -> list[list[str]]:
+    """The cells of a control section's table rows."""
+    return [
+        [c.strip() for c in line.split("|")[1:-1]]
+        for line in section.splitlines()
+        if "| fashion_mnist" in line
+    ]
+
+
 @pytest.mark.parametrize("bf16_top1,verdict", [((63.9, 64.1), "within"), ((63.0, 63.2), "outside")])
 def test_a_control_suite_compares_its_models_with_the_suite_it_controls_seed_by_seed(
     bf16_top1, verdict, tmp_path
@@ -251,11 +260,7 @@ def test_a_control_suite_compares_its_models_with_the_suite_it_controls_seed_by_
     )
     write_leaderboard(store, tmp_path / "lb")
     section = (tmp_path / "lb" / "fashion_fp32.md").read_text().split("## Against `fashion`")[1]
-    rows = [
-        [c.strip() for c in line.split("|")[1:-1]]
-        for line in section.splitlines()
-        if "| fashion_mnist" in line
-    ]
+    rows = _control_rows(section)
     assert [row[2:6] for row in rows] == [
         ["0", "64.00", f"{bf16_top1[0]:.2f}", f"{bf16_top1[0] - 64.0:+.2f}"],
         ["1", "64.20", f"{bf16_top1[1]:.2f}", f"{bf16_top1[1] - 64.2:+.2f}"],
@@ -278,10 +283,6 @@ def test_a_control_on_another_device_shows_each_sides_device(tmp_path):
     store.append([make_record(s, "fashion", 64.2, training=bf16) for s in (0, 1)])
     write_leaderboard(store, tmp_path / "lb")
     section = (tmp_path / "lb" / "fashion_gpu.md").read_text().split("## Against `fashion`")[1]
-    rows = [
-        [c.strip() for c in line.split("|")[1:-1]]
-        for line in section.splitlines()
-        if "| fashion_mnist" in line
-    ]
+    rows = _control_rows(section)
     assert [row[8:] for row in rows] == [["cuda (NVIDIA H200)", "cpu"]] * 2
     assert "the Device cells: where it ran" in section

@@ -916,8 +916,10 @@ def cmd_perf(args: argparse.Namespace) -> None:
         )
         name = f"{r['records']}records"
     elif kind == "jobs":
-        if min(args.jobs, default=0) < 1:
-            raise ValueError("--jobs takes N >= 1, e.g. --jobs 1,2")
+        from bench.commands.jobs import check_jobs
+
+        for n in args.jobs or [0]:
+            check_jobs(n, args.threads_per_job)
         options = ("model", "jobs", "epochs", "data_root", "device", "threads_per_job")
         r = bench_jobs(args.suite, **{k: getattr(args, k) for k in options})
         same = "identical" if r["top1_identical_across_jobs"] else "DIFFERENT"

@@ -30,6 +30,7 @@ from bench.report.tables import (
     NONE,
     Markdown,
     code_span,
+    device_label,
     escape_cell,
     local_link,
     markdown_link,
@@ -115,8 +116,7 @@ def _latency_bs1(record: Record) -> float | None:
 
 
 def _device(record: Record) -> str:
-    env = record.environment
-    return env.device_name if env.device == "cpu" else f"{env.device} ({env.device_name})"
+    return device_label(record.environment.device, record.environment.device_name)
 
 
 def _training(record: Record) -> str | None:

@@ -9,7 +9,7 @@ import json
 import statistics
 from pathlib import Path
 
-from bench.report.tables import markdown_table
+from bench.report.tables import device_label, markdown_table
 
 
 def load_results(results_dir: str | Path) -> list[dict]:
@@ -32,10 +32,8 @@ def _when(r: dict) -> str:
 
 
 def _device(r: dict) -> str:
-    """Where a benchmark ran: the CPU's name, or `cuda (GPU name)`."""
-    env = r.get("environment") or {}
-    name = env.get("device_name") or r.get("device_name") or "?"
-    return name if env.get("device", "cpu") == "cpu" else f"{env['device']} ({name})"
+    env = r.get("environment") or {}  # results written before they carried their environment: "?"
+    return device_label(env.get("device", "cpu"), env.get("device_name", "?"))
 
 
 def _precision(train_config: dict) -> str:

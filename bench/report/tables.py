@@ -170,6 +170,11 @@ def safe_name(text: Any) -> str:
     return f"{cleaned}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
+def device_label(device: str, device_name: str) -> str:
+    """Where a result was measured: the CPU's name, or `cuda (GPU name)`."""
+    return device_name if device == "cpu" else f"{device} ({device_name})"
+
+
 def missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
